@@ -1,0 +1,28 @@
+// Builds dist/: one ESM file per public entry (sdk/<folder>/mod.ts), shared code split into chunks.
+// Dependencies stay external (they are installed beside us); the one-file HPC callback bundle
+// that inlines everything is built separately by scripts/bundle-callback.mjs.
+import { build } from "esbuild";
+import { existsSync } from "node:fs";
+
+export const entries = {
+  client: "sdk/client/mod.ts",
+  protocol: "sdk/protocol/mod.ts",
+  signatures: "sdk/signatures/mod.ts",
+  worker: "sdk/worker/mod.ts",
+  settings: "sdk/settings/mod.ts",
+  testing: "sdk/testing/mod.ts",
+};
+
+const entryPoints = Object.fromEntries(Object.entries(entries).filter(([, file]) => existsSync(file)));
+await build({
+  entryPoints,
+  outdir: "dist",
+  bundle: true,
+  splitting: true,
+  format: "esm",
+  platform: "node",
+  target: "node20",
+  packages: "external",
+  sourcemap: true,
+  logLevel: "warning",
+});

@@ -1,0 +1,456 @@
+/**
+ * The lightweight client: connect, send typed signatures, call and wait, read results and progress.
+ * It never imports worker code, so notebooks, scripts and the HPC callback stay small.
+ */
+import { createInbox, headers as natsHeaders, type NatsConnection, type Subscription } from "@nats-io/nats-core";
+import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import {
+  ConnectionClosedError,
+  decodeReply,
+  decodeResultRecord,
+  DEFAULT_QUEUE,
+  encode,
+  EVENT,
+  FINAL_STATES,
+  HEADER,
+  InvalidArgumentsError,
+  InvalidResultError,
+  names,
+  PayloadTooLargeError,
+  PROTOCOL_VERSION,
+  ResultTimeoutError,
+  STATE,
+  assertTaskId,
+  assertTaskName,
+  type Names,
+  type ResultRecord,
+  type TaskMessage,
+} from "../protocol/mod.ts";
+import {
+  checkTaskOptions,
+  isSignature,
+  validate,
+  type AnySignature,
+  type ArgsInput,
+  type ResultOutput,
+  type TaskOptions,
+  type Validation,
+} from "../signatures/mod.ts";
+import { loadSettings, type Settings, type SettingsInput } from "../settings/mod.ts";
+import { environment, openConnection, readTextFile } from "../transport/mod.ts";
+import { EventBuffer } from "./events.ts";
+import { recordOutcome, TaskHandle, type TaskStatus } from "./handle.ts";
+import { AckedPublisher } from "./publisher.ts";
+import { ensureTopology } from "./topology.ts";
+
+/** Options of one send; override the signature's defaults. */
+export interface SendOptions extends TaskOptions {
+  /** Use this task id instead of a generated UUID (it must be unique: it is the dedupe key). */
+  id?: string;
+  /** Do not run before this time. */
+  eta?: Date | number;
+  /** Do not run before this many seconds from now. */
+  countdown?: number;
+  /** Plain data carried with the task (tracing, parent ids). */
+  meta?: Record<string, unknown>;
+}
+
+/** Options of {@link Client.call}. */
+export interface CallOptions extends SendOptions {
+  /** Milliseconds to wait for the result. */
+  timeout?: number;
+}
+
+/** Options of {@link connect}: any setting, a settings file, or an existing connection. */
+export interface ConnectOptions extends SettingsInput {
+  /** Settings file to read instead of the one named by CELERITY_SETTINGS. */
+  file?: string;
+  /** Reuse an open NATS connection (it is not closed by `client.close()`). */
+  connection?: NatsConnection;
+}
+
+interface Waiter {
+  resolve: (record: ResultRecord) => void;
+  reject: (err: Error) => void;
+}
+
+/** Results replied to this client but not yet asked for are kept this long (bounded count). */
+const MAX_UNCLAIMED_RESULTS = 100_000;
+
+/**
+ * Connects to NATS with settings from the file named by CELERITY_SETTINGS, then the environment,
+ * then `options` (see docs/settings.md).
+ */
+export async function connect(options: ConnectOptions = {}): Promise<Client> {
+  const { connection, ...settingsInput } = options;
+  const settings = loadSettings(settingsInput, { env: environment(), readTextFile });
+  const nc = connection ?? (await openConnection(settings));
+  return new Client(nc, settings, connection === undefined);
+}
+
+/** A connection to Celerity. Create it with {@link connect}; close it with `close()`. */
+export class Client implements AsyncDisposable {
+  /** The underlying NATS connection. */
+  readonly nc: NatsConnection;
+  /** The resolved settings. */
+  readonly settings: Settings;
+  /** The namespace's names (streams, subjects, buckets). */
+  readonly names: Names;
+  /** The JetStream publisher used for tasks and events (shared with workers on this connection). */
+  readonly publisher: AckedPublisher;
+  readonly #ownsConnection: boolean;
+  readonly #events: EventBuffer | undefined;
+  readonly #replyPrefix: string;
+  readonly #replySub: Subscription;
+  readonly #waiters = new Map<string, Waiter[]>();
+  readonly #unclaimed = new Map<string, ResultRecord>();
+  readonly #progressListeners = new Map<string, Set<(p: unknown) => void>>();
+  readonly #progressSubs = new Map<string, Subscription>();
+  readonly #kvSubs = new Map<string, Subscription>();
+  #topology: Promise<void> | undefined;
+  #jsm: Promise<JetStreamManager> | undefined;
+  #closed = false;
+
+  constructor(nc: NatsConnection, settings: Settings, ownsConnection = false) {
+    this.nc = nc;
+    this.settings = settings;
+    this.names = names(settings.namespace);
+    this.#ownsConnection = ownsConnection;
+    this.publisher = new AckedPublisher(nc, {
+      ackTimeoutMs: settings.requestTimeout,
+      onNoStream: async () => {
+        // The first publish into a fresh server finds no stream: create the topology once, lazily,
+        // so a one-shot script pays no stream lookups when it already exists.
+        await this.ensureTopology(true);
+        return true;
+      },
+    });
+    this.#events = settings.events ? new EventBuffer(this.publisher, this.names.eventsSubject("task"), nc, 500, 0) : undefined;
+    this.#replyPrefix = createInbox();
+    this.#replySub = nc.subscribe(`${this.#replyPrefix}.*`, { callback: (_e, msg) => this.#onReply(msg.data) });
+    void this.#watchConnection();
+  }
+
+  /** Creates streams and the results bucket if missing (idempotent; also done lazily on first use). */
+  ensureTopology(force = false): Promise<void> {
+    if (!this.#topology || force) {
+      const s = this.settings;
+      this.#topology = ensureTopology(this.nc, this.names, {
+        resultExpires: s.resultExpires,
+        eventsMaxAge: s.eventsMaxAge,
+        eventsMaxBytes: s.eventsMaxBytes,
+        dlqMaxAge: s.dlqMaxAge,
+        replicas: s.replicas,
+        storage: s.storage,
+      }).catch((err) => {
+        this.#topology = undefined;
+        throw err;
+      });
+    }
+    return this.#topology;
+  }
+
+  /** JetStream management API on this connection (cached). */
+  jsm(): Promise<JetStreamManager> {
+    this.#jsm ??= jetstreamManager(this.nc, { timeout: this.settings.requestTimeout });
+    return this.#jsm;
+  }
+
+  /**
+   * Sends a task and resolves once JetStream has stored it. Arguments are validated against the
+   * signature's schema first: invalid ones throw {@link InvalidArgumentsError} and nothing is sent.
+   */
+  send<S extends AnySignature>(sig: S, args: ArgsInput<S>, options?: SendOptions): Promise<TaskHandle<ResultOutput<S>>>;
+  /** Sends a task by name, without a schema (Celery's `send_task`). */
+  send(name: string, args?: unknown, options?: SendOptions): Promise<TaskHandle<unknown>>;
+  send(target: AnySignature | string, args?: unknown, options: SendOptions = {}): Promise<TaskHandle<unknown>> {
+    try {
+      const sig = isSignature(target) ? target : undefined;
+      const name = sig ? sig.name : (target as string);
+      if (!sig) assertTaskName(name);
+      const checked = validate(sig?.args, args);
+      if (checked instanceof Promise) return checked.then((c) => this.#publishTask(sig, name, args, c, options));
+      return this.#publishTask(sig, name, args, checked, options);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  async #publishTask(
+    sig: AnySignature | undefined,
+    name: string,
+    args: unknown,
+    checked: Validation<unknown>,
+    options: SendOptions,
+  ): Promise<TaskHandle<unknown>> {
+    if (!checked.ok) throw new InvalidArgumentsError(name, checked.issues);
+    if (this.#closed) throw new ConnectionClosedError("cannot send: the client is closed");
+    const { id: givenId, eta, countdown, meta, ...taskOptions } = options;
+    checkTaskOptions(taskOptions as Record<string, unknown>, `send("${name}")`);
+    const o: TaskOptions = sig ? { ...sig.options, ...stripUndefined(taskOptions) } : taskOptions;
+    const id = givenId ?? crypto.randomUUID();
+    if (givenId !== undefined) assertTaskId(givenId);
+    const now = Date.now();
+    const queue = o.queue ?? DEFAULT_QUEUE;
+    const message: TaskMessage = { v: PROTOCOL_VERSION, id, task: name, args, queue, sentAt: now, replyTo: `${this.#replyPrefix}.${id}` };
+    if (o.priority) message.priority = o.priority;
+    const etaMs = eta instanceof Date ? eta.getTime() : eta ?? (countdown !== undefined ? now + countdown * 1000 : undefined);
+    if (etaMs !== undefined) message.eta = etaMs;
+    if (o.expires !== undefined) message.expires = now + o.expires * 1000;
+    if (o.retries !== undefined) message.maxRetries = o.retries;
+    if (o.softTimeLimit !== undefined) message.softTimeLimit = o.softTimeLimit;
+    if (o.timeLimit !== undefined) message.timeLimit = o.timeLimit;
+    if (meta !== undefined) message.meta = meta;
+    const body = encode(message);
+    const max = this.nc.info?.max_payload ?? 1024 * 1024;
+    if (body.length > max) throw new PayloadTooLargeError(body.length, max, `task "${name}" (${id})`);
+    const h = natsHeaders();
+    h.set(HEADER.msgId, id);
+    h.set(HEADER.task, name);
+    await this.publisher.publish(this.names.taskSubject(queue, o.priority ?? 0), body, h);
+    this.#events?.push({ type: EVENT.sent, id, task: name, queue, at: now, args, ...(etaMs ? { eta: etaMs } : {}), ...(message.expires ? { expires: message.expires } : {}), ...(o.priority ? { priority: o.priority } : {}) });
+    return new TaskHandle(this, id, name, sig);
+  }
+
+  /** Sends a task and waits for its result (request/reply fast path, results bucket as fallback). */
+  call<S extends AnySignature>(sig: S, args: ArgsInput<S>, options?: CallOptions): Promise<ResultOutput<S>>;
+  /** Calls a task by name, without a schema. */
+  call(name: string, args?: unknown, options?: CallOptions): Promise<unknown>;
+  async call(target: AnySignature | string, args?: unknown, options: CallOptions = {}): Promise<unknown> {
+    const { timeout, ...sendOptions } = options;
+    const id = sendOptions.id ?? crypto.randomUUID();
+    // Register the waiter before sending so a fast reply cannot race past it.
+    const waiting = this.waitForRecord(id, timeout, true);
+    // It may reject (timeout, close) while send() is still awaited: mark it handled now.
+    waiting.catch(() => {});
+    let handle: TaskHandle<unknown>;
+    try {
+      handle = await this.send(target as string, args, { ...sendOptions, id });
+    } catch (err) {
+      this.#dropWaiters(id);
+      throw err;
+    }
+    return this.settleRecord(await waiting, handle.signature);
+  }
+
+  /** A handle for a task id another process sent (results come from the results bucket). */
+  task<S extends AnySignature>(id: string, sig: S): TaskHandle<ResultOutput<S>>;
+  task(id: string): TaskHandle<unknown>;
+  task(id: string, sig?: AnySignature): TaskHandle<unknown> {
+    assertTaskId(id);
+    return new TaskHandle(this, id, sig?.name ?? "", sig);
+  }
+
+  /** The current state of task `id`: its stored record, or PENDING when none is stored. */
+  async status(id: string): Promise<TaskStatus> {
+    const record = this.#unclaimed.get(id) ?? (await this.getRecord(id));
+    return record ? { id, state: record.state, record } : { id, state: STATE.pending };
+  }
+
+  /** Reads the stored record of task `id` from the results bucket, or undefined. */
+  async getRecord(id: string): Promise<ResultRecord | undefined> {
+    const jsm = await this.jsm();
+    try {
+      const msg = await jsm.streams.getMessage(`KV_${this.names.resultsBucket}`, { last_by_subj: this.names.resultSubject(id) });
+      if (!msg || msg.data.length === 0) return undefined;
+      return decodeResultRecord(msg.data);
+    } catch (err) {
+      if (/no message found|not found|404/i.test((err as Error).message)) return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * Waits for task `id`'s final record: from this client's reply inbox, from the results bucket
+   * (read once, then followed live on its subject), and read again after every reconnect.
+   * @internal used by handles
+   */
+  waitForRecord(id: string, timeoutMs?: number, sentHere = false): Promise<ResultRecord> {
+    const ready = this.#unclaimed.get(id);
+    if (ready) return Promise.resolve(ready);
+    if (this.#closed) return Promise.reject(new ConnectionClosedError(`cannot wait for task ${id}: the client is closed`));
+    return new Promise<ResultRecord>((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const waiter: Waiter = {
+        resolve: (r) => {
+          if (timer) clearTimeout(timer);
+          resolve(r);
+        },
+        reject: (e) => {
+          if (timer) clearTimeout(timer);
+          reject(e);
+        },
+      };
+      const list = this.#waiters.get(id);
+      if (list) list.push(waiter);
+      else this.#waiters.set(id, [waiter]);
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          this.#removeWaiter(id, waiter);
+          reject(new ResultTimeoutError(id, timeoutMs));
+        }, timeoutMs);
+      }
+      if (!sentHere) this.#followStoredResult(id);
+    });
+  }
+
+  #followStoredResult(id: string): void {
+    if (!this.#kvSubs.has(id)) {
+      // A core subscription on the bucket's subject sees the worker's result as it is stored.
+      const sub = this.nc.subscribe(this.names.resultSubject(id), {
+        callback: (_e, msg) => {
+          try {
+            this.#deliver(decodeResultRecord(msg.data));
+          } catch {
+            /* not a record: ignore */
+          }
+        },
+      });
+      this.#kvSubs.set(id, sub);
+    }
+    this.#checkStored(id);
+  }
+
+  #checkStored(id: string): void {
+    this.getRecord(id).then(
+      (record) => record && this.#deliver(record),
+      () => {},
+    );
+  }
+
+  #onReply(data: Uint8Array): void {
+    let reply;
+    try {
+      reply = decodeReply(data);
+    } catch {
+      return;
+    }
+    if (reply.kind === "progress") {
+      for (const l of this.#progressListeners.get(reply.id) ?? []) l(reply.progress);
+      return;
+    }
+    this.#deliver(reply);
+  }
+
+  #deliver(record: ResultRecord): void {
+    if (!FINAL_STATES.has(record.state)) return;
+    const list = this.#waiters.get(record.id);
+    if (list) {
+      this.#waiters.delete(record.id);
+      this.#unsubscribeResult(record.id);
+      for (const w of list) w.resolve(record);
+      return;
+    }
+    // Nobody asked yet (send() now, result() later): keep it, bounded.
+    if (this.#unclaimed.size >= MAX_UNCLAIMED_RESULTS) {
+      const oldest = this.#unclaimed.keys().next().value;
+      if (oldest !== undefined) this.#unclaimed.delete(oldest);
+    }
+    this.#unclaimed.set(record.id, record);
+  }
+
+  #unsubscribeResult(id: string): void {
+    const sub = this.#kvSubs.get(id);
+    if (sub) {
+      this.#kvSubs.delete(id);
+      if (!this.nc.isClosed()) sub.unsubscribe();
+    }
+  }
+
+  #removeWaiter(id: string, waiter: Waiter): void {
+    const list = this.#waiters.get(id);
+    if (!list) return;
+    const rest = list.filter((w) => w !== waiter);
+    if (rest.length) this.#waiters.set(id, rest);
+    else {
+      this.#waiters.delete(id);
+      this.#unsubscribeResult(id);
+    }
+  }
+
+  #dropWaiters(id: string): void {
+    this.#waiters.delete(id);
+    this.#unsubscribeResult(id);
+  }
+
+  /** @internal validates a final record's result with the signature's result schema and settles it. */
+  async settleRecord(record: ResultRecord, sig?: AnySignature): Promise<unknown> {
+    const outcome = recordOutcome(record);
+    if (!outcome.ok) throw outcome.error;
+    if (sig?.result) {
+      const checked = await validate(sig.result, outcome.value);
+      if (!checked.ok) throw new InvalidResultError(record.task, checked.issues);
+      return checked.value;
+    }
+    return outcome.value;
+  }
+
+  /** @internal progress reports of task `id`. */
+  onProgress(id: string, listener: (p: unknown) => void): () => void {
+    let set = this.#progressListeners.get(id);
+    if (!set) {
+      set = new Set();
+      this.#progressListeners.set(id, set);
+      // Reports also go to the task's progress subject, so a process that did not send it can watch.
+      const sub = this.nc.subscribe(this.names.progressSubject(id), {
+        callback: (_e, msg) => {
+          try {
+            const r = decodeReply(msg.data);
+            if (r.kind === "progress") for (const l of this.#progressListeners.get(id) ?? []) l(r.progress);
+          } catch {
+            /* ignore */
+          }
+        },
+      });
+      this.#progressSubs.set(id, sub);
+    }
+    set.add(listener);
+    return () => {
+      set!.delete(listener);
+      if (set!.size === 0) {
+        this.#progressListeners.delete(id);
+        const sub = this.#progressSubs.get(id);
+        this.#progressSubs.delete(id);
+        if (sub && !this.nc.isClosed()) sub.unsubscribe();
+      }
+    };
+  }
+
+  async #watchConnection(): Promise<void> {
+    for await (const s of this.nc.status()) {
+      if (s.type === "reconnect") {
+        // Replies sent while we were away are lost; the stored results are not.
+        for (const id of this.#waiters.keys()) this.#checkStored(id);
+      }
+    }
+    // The status iterator ends when the connection closes: nothing will answer pending waits.
+    this.#failWaiters(new ConnectionClosedError("the NATS connection closed while waiting for a result"));
+  }
+
+  #failWaiters(err: Error): void {
+    for (const [id, list] of this.#waiters) {
+      this.#waiters.delete(id);
+      for (const w of list) w.reject(err);
+    }
+  }
+
+  /** Flushes events, waits for outstanding acknowledgements, and closes the connection if we opened it. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#events?.close();
+    await this.publisher.settle();
+    this.publisher.close();
+    this.#failWaiters(new ConnectionClosedError("the client was closed while waiting for a result"));
+    if (this.#ownsConnection && !this.nc.isClosed()) await this.nc.drain();
+    else if (!this.nc.isClosed()) this.#replySub.unsubscribe();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

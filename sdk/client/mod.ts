@@ -1,0 +1,39 @@
+/**
+ * The Celerity client: send typed signatures, call and wait, read results, follow progress.
+ * Imports no worker code: notebooks, one-off scripts and the HPC callback stay small.
+ *
+ * @example
+ * ```ts
+ * import { connect, signature } from "celerity";
+ * import * as v from "valibot";
+ * const add = signature("math.add", { args: v.object({ a: v.number(), b: v.number() }), result: v.number() });
+ * await using client = await connect();
+ * const sum = await client.call(add, { a: 1, b: 2 }); // 3, typed as number
+ * ```
+ * @module
+ */
+export { Client, connect, type CallOptions, type ConnectOptions, type SendOptions } from "./client.ts";
+export { recordOutcome, TaskHandle, type ResultOptions, type TaskStatus } from "./handle.ts";
+export { AckedPublisher, type PubAck, type PublisherOptions } from "./publisher.ts";
+export { EventBuffer } from "./events.ts";
+export { ensureTopology, ensureStreams, isNotFound, streamConfigs, type TopologyOptions } from "./topology.ts";
+export * from "../signatures/mod.ts";
+export {
+  CelerityError,
+  ConnectionClosedError,
+  InvalidArgumentsError,
+  InvalidResultError,
+  NonRetryableError,
+  PayloadTooLargeError,
+  PublishError,
+  RemoteTaskError,
+  ResultTimeoutError,
+  TaskRevokedError,
+  STATE,
+  EVENT,
+  type ErrorShape,
+  type ResultRecord,
+  type TaskEvent,
+  type TaskState,
+} from "../protocol/mod.ts";
+export type { Settings, SettingsInput } from "../settings/mod.ts";

@@ -1,0 +1,183 @@
+/**
+ * Acknowledged JetStream publishing without a promise timer per message.
+ *
+ * `js.publish()` creates a request (an inbox subscription entry and a timer) per message and
+ * tops out near 17k msgs/s here; publishing with a reply subject on ONE wildcard inbox and matching
+ * PubAcks there reached 110k/s (shared/environment.md). Timeouts are found by one sweep timer.
+ * A publish that times out or meets "no responders" is retried with the same Nats-Msg-Id, so
+ * the server drops the copy if the first one was in fact stored.
+ */
+import { createInbox, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/nats-core";
+import { ConnectionClosedError, PublishError } from "../protocol/mod.ts";
+
+/** The server's acknowledgement of a stored message. */
+export interface PubAck {
+  stream: string;
+  seq: number;
+  /** True when the server recognised the Nats-Msg-Id and did not store the message again. */
+  duplicate: boolean;
+}
+
+/** Tuning of {@link AckedPublisher}. */
+export interface PublisherOptions {
+  /** How long to wait for one acknowledgement before retrying. */
+  ackTimeoutMs?: number;
+  /** Give up after this long in total (then the promise rejects with PublishError). */
+  deadlineMs?: number;
+  /**
+   * Called when the server says no stream listens on the subject (503). Returning true means the
+   * caller created the topology and the publish should be retried at once.
+   */
+  onNoStream?: (subject: string) => Promise<boolean>;
+}
+
+interface Pending {
+  subject: string;
+  data: Uint8Array;
+  headers: MsgHdrs | undefined;
+  resolve: (ack: PubAck) => void;
+  reject: (err: Error) => void;
+  sentAt: number;
+  firstSentAt: number;
+  attempts: number;
+  repairing: boolean;
+}
+
+/** Publishes to JetStream subjects and resolves with the PubAck; see the module comment. */
+export class AckedPublisher {
+  readonly #nc: NatsConnection;
+  readonly #prefix: string;
+  readonly #sub: Subscription;
+  readonly #pending = new Map<string, Pending>();
+  readonly #ackTimeoutMs: number;
+  readonly #deadlineMs: number;
+  readonly #onNoStream: PublisherOptions["onNoStream"];
+  #seq = 0;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #closed = false;
+
+  constructor(nc: NatsConnection, options: PublisherOptions = {}) {
+    this.#nc = nc;
+    this.#ackTimeoutMs = options.ackTimeoutMs ?? 5000;
+    this.#deadlineMs = options.deadlineMs ?? 60_000;
+    this.#onNoStream = options.onNoStream;
+    this.#prefix = createInbox();
+    this.#sub = nc.subscribe(`${this.#prefix}.*`, {
+      callback: (_err, msg) => this.#onAck(msg.subject.slice(this.#prefix.length + 1), msg.data, msg.headers?.code ?? 0),
+    });
+  }
+
+  /** Messages published and not yet acknowledged. */
+  get inFlight(): number {
+    return this.#pending.size;
+  }
+
+  /** Publishes `data` to `subject` and resolves when JetStream has stored it. */
+  publish(subject: string, data: Uint8Array, headers?: MsgHdrs): Promise<PubAck> {
+    if (this.#closed || this.#nc.isClosed()) return Promise.reject(new ConnectionClosedError("cannot publish: the connection is closed"));
+    return new Promise<PubAck>((resolve, reject) => {
+      const now = Date.now();
+      const entry: Pending = { subject, data, headers, resolve, reject, sentAt: now, firstSentAt: now, attempts: 0, repairing: false };
+      this.#send(entry);
+      if (this.#timer === undefined) this.#startSweep();
+    });
+  }
+
+  #send(entry: Pending): void {
+    const key = (++this.#seq).toString(36);
+    entry.attempts++;
+    entry.sentAt = Date.now();
+    this.#pending.set(key, entry);
+    try {
+      this.#nc.publish(entry.subject, entry.data, { reply: `${this.#prefix}.${key}`, headers: entry.headers });
+    } catch (err) {
+      // Publishing while reconnecting is buffered by nats.js; a throw here means closed or invalid.
+      this.#pending.delete(key);
+      entry.reject(new PublishError(`publish to ${entry.subject} failed: ${(err as Error).message}`, { cause: err }));
+    }
+  }
+
+  #onAck(key: string, data: Uint8Array, code: number): void {
+    const entry = this.#pending.get(key);
+    if (!entry) return; // a late ack of an attempt we already retried
+    this.#pending.delete(key);
+    if (code === 503) {
+      void this.#repairAndRetry(entry);
+      return;
+    }
+    let ack: { stream?: string; seq?: number; duplicate?: boolean; error?: { code?: number; description?: string } };
+    try {
+      ack = JSON.parse(new TextDecoder().decode(data));
+    } catch {
+      entry.reject(new PublishError(`unreadable acknowledgement for ${entry.subject} (status ${code})`));
+      return;
+    }
+    if (ack.error) {
+      entry.reject(new PublishError(`server refused the message on ${entry.subject}: ${ack.error.description ?? "error"} (code ${ack.error.code ?? "?"})`));
+      return;
+    }
+    entry.resolve({ stream: ack.stream ?? "", seq: ack.seq ?? 0, duplicate: ack.duplicate === true });
+  }
+
+  async #repairAndRetry(entry: Pending): Promise<void> {
+    if (Date.now() - entry.firstSentAt > this.#deadlineMs) {
+      entry.reject(new PublishError(`no stream accepted ${entry.subject} within ${this.#deadlineMs} ms (no responders): is the topology created and the server's JetStream up?`));
+      return;
+    }
+    let created = false;
+    if (this.#onNoStream && !entry.repairing) {
+      entry.repairing = true;
+      try {
+        created = await this.#onNoStream(entry.subject);
+      } catch {
+        created = false;
+      }
+    }
+    // No stream yet, or a cluster electing a leader (publishes fail for a few seconds): back off.
+    const delay = created ? 0 : Math.min(1000, 50 * 2 ** Math.min(entry.attempts, 5));
+    setTimeout(() => {
+      if (this.#closed) entry.reject(new ConnectionClosedError("publisher closed before the message was stored"));
+      else this.#send(entry);
+    }, delay);
+  }
+
+  #startSweep(): void {
+    this.#timer = setInterval(() => this.#sweep(), Math.max(50, Math.min(500, this.#ackTimeoutMs / 4)));
+    // A publisher alone must not keep a script alive.
+    (this.#timer as { unref?: () => void }).unref?.();
+  }
+
+  #sweep(): void {
+    const now = Date.now();
+    for (const [key, entry] of this.#pending) {
+      if (now - entry.sentAt < this.#ackTimeoutMs) continue;
+      this.#pending.delete(key);
+      if (now - entry.firstSentAt >= this.#deadlineMs || this.#closed) {
+        entry.reject(new PublishError(`no acknowledgement for ${entry.subject} after ${entry.attempts} attempts in ${now - entry.firstSentAt} ms: the message may or may not be stored; sending it again with the same id is safe`));
+      } else {
+        this.#send(entry);
+      }
+    }
+    if (this.#pending.size === 0 && this.#timer !== undefined) {
+      clearInterval(this.#timer);
+      this.#timer = undefined;
+    }
+  }
+
+  /** Waits until every publish has been acknowledged or has failed. */
+  async settle(): Promise<void> {
+    while (this.#pending.size > 0 && !this.#nc.isClosed()) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  /** Stops accepting publishes, rejects what is still pending, and unsubscribes. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    for (const entry of this.#pending.values()) entry.reject(new ConnectionClosedError("publisher closed before the message was acknowledged"));
+    this.#pending.clear();
+    if (!this.#nc.isClosed()) this.#sub.unsubscribe();
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * Creates the streams and the results bucket of a namespace, idempotently. Works on nats-server
+ * 2.9.10: only features that server has are used (no per-message TTL, no stream metadata).
+ */
+import { jetstreamManager, type JetStreamManager, type StreamConfig } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/nats-core";
+import type { Names } from "../protocol/mod.ts";
+
+/** What topology creation needs from settings. */
+export interface TopologyOptions {
+  resultExpires: number;
+  eventsMaxAge: number;
+  eventsMaxBytes: number;
+  dlqMaxAge: number;
+  replicas: number;
+  storage: "file" | "memory";
+  /** Seconds within which a re-sent task id (Nats-Msg-Id) is recognised as a duplicate. */
+  duplicateWindow?: number;
+}
+
+const NS_PER_S = 1_000_000_000;
+
+/** The stream configurations of a namespace, as data (docs/protocol.md mirrors them). */
+export function streamConfigs(n: Names, o: TopologyOptions): Partial<StreamConfig>[] {
+  const common = { storage: o.storage, num_replicas: o.replicas } as const;
+  return [
+    {
+      name: n.tasksStream,
+      subjects: [n.tasksWildcard],
+      retention: "workqueue",
+      discard: "old",
+      duplicate_window: (o.duplicateWindow ?? 120) * NS_PER_S,
+      ...common,
+    },
+    {
+      name: n.eventsStream,
+      subjects: [n.eventsWildcard],
+      retention: "limits",
+      max_age: o.eventsMaxAge * NS_PER_S,
+      max_bytes: o.eventsMaxBytes,
+      discard: "old",
+      ...common,
+    },
+    {
+      name: n.dlqStream,
+      subjects: [n.dlqWildcard],
+      retention: "limits",
+      max_age: o.dlqMaxAge * NS_PER_S,
+      discard: "old",
+      ...common,
+    },
+    {
+      // The results bucket is a KV bucket: a stream named KV_<bucket> on $KV.<bucket>.>, as
+      // @nats-io/kv creates it, so KV tools (`nats kv get`) read our results.
+      name: `KV_${n.resultsBucket}`,
+      subjects: [`$KV.${n.resultsBucket}.>`],
+      retention: "limits",
+      max_msgs_per_subject: 1,
+      max_age: o.resultExpires * NS_PER_S,
+      discard: "new",
+      allow_rollup_hdrs: true,
+      deny_delete: true,
+      allow_direct: true,
+      duplicate_window: Math.min(120, o.resultExpires) * NS_PER_S,
+      ...common,
+    },
+  ] as Partial<StreamConfig>[];
+}
+
+/** Adds each stream that does not exist yet. Existing streams are left as operators configured them. */
+export async function ensureStreams(jsm: JetStreamManager, configs: Partial<StreamConfig>[]): Promise<void> {
+  for (const config of configs) {
+    try {
+      await jsm.streams.info(config.name!);
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      try {
+        await jsm.streams.add(config as Partial<StreamConfig> & { name: string });
+      } catch (addErr) {
+        // Another process created it between our info and add: that is the idempotent outcome.
+        if (!/already in use|already exists/i.test((addErr as Error).message)) throw addErr;
+      }
+    }
+  }
+}
+
+/** True for JetStream's "not found" answers (stream or consumer). */
+export function isNotFound(err: unknown): boolean {
+  const e = err as { code?: unknown; api_error?: { err_code?: number; code?: number }; message?: string };
+  return e?.api_error?.code === 404 || e?.code === 404 || e?.code === "404" || /not found/i.test(e?.message ?? "");
+}
+
+/** Creates the whole topology of a namespace (streams and results bucket). */
+export async function ensureTopology(nc: NatsConnection, n: Names, o: TopologyOptions): Promise<void> {
+  const jsm = await jetstreamManager(nc);
+  await ensureStreams(jsm, streamConfigs(n, o));
+}

@@ -1,0 +1,207 @@
+/**
+ * The msgpackr envelopes on the wire: task messages, result records, replies and event batches.
+ * Plain MessagePack (no msgpackr records), so any language's MessagePack library reads them.
+ */
+import { Packr } from "msgpackr";
+import type { ErrorShape } from "./errors.ts";
+import { ProtocolError } from "./errors.ts";
+
+/** Version of the envelopes below. A reader refuses a message whose `v` is newer than it knows. */
+export const PROTOCOL_VERSION = 1;
+
+/**
+ * Shared codec. `useRecords: false` keeps it standard MessagePack; Dates travel as the standard
+ * timestamp extension (-1); Maps become maps and are read back as plain objects; a BigInt too
+ * large for int64 is refused at encode time rather than silently changed.
+ */
+const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false, int64AsType: "bigint" });
+
+/** Encodes any plain value as MessagePack. */
+export function encode(value: unknown): Uint8Array {
+  return packr.pack(value);
+}
+
+/** Decodes MessagePack bytes; throws ProtocolError on malformed input. */
+export function decode(bytes: Uint8Array): unknown {
+  try {
+    return packr.unpack(bytes);
+  } catch (err) {
+    throw new ProtocolError(`message body is not valid MessagePack (${bytes.length} bytes)`, { cause: err });
+  }
+}
+
+/** Task states, in the order a task moves through them (Celery's names). */
+export const STATE = {
+  pending: "PENDING",
+  received: "RECEIVED",
+  started: "STARTED",
+  retry: "RETRY",
+  success: "SUCCESS",
+  failure: "FAILURE",
+  revoked: "REVOKED",
+} as const;
+/** One task state. */
+export type TaskState = (typeof STATE)[keyof typeof STATE];
+
+/** States after which nothing more happens to a task. */
+export const FINAL_STATES: ReadonlySet<TaskState> = new Set([STATE.success, STATE.failure, STATE.revoked]);
+
+/** Who processed a task. */
+export interface WorkerIdentity {
+  id: string;
+  host: string;
+  pid: number;
+}
+
+/** A task message: the body of every message on a task subject. */
+export interface TaskMessage {
+  v: number;
+  /** Unique task id; also the Nats-Msg-Id and the results key. */
+  id: string;
+  /** Registered task name, e.g. `images.resize`. */
+  task: string;
+  /** Arguments as the caller gave them (validated by the client against the signature's input schema). */
+  args: unknown;
+  queue: string;
+  priority?: number;
+  /** Epoch ms when the client sent it. */
+  sentAt: number;
+  /** Core subject the worker replies to with the result (request/reply fast path). */
+  replyTo?: string;
+  /** Retries already made by Celerity (not server redeliveries); 0 on the first run. */
+  retries?: number;
+  /** Epoch ms before which the task must not run. */
+  eta?: number;
+  /** Epoch ms after which the task must not start. */
+  expires?: number;
+  /** Seconds; override the signature's and worker's defaults. */
+  softTimeLimit?: number;
+  timeLimit?: number;
+  /** Maximum retries allowed for this task. */
+  maxRetries?: number;
+  /** Free-form tracing data (parent, root, user metadata). Plain values only. */
+  meta?: Record<string, unknown>;
+}
+
+/** Stored under the task id in the results bucket, and sent to `replyTo`. */
+export interface ResultRecord {
+  v: number;
+  id: string;
+  task: string;
+  state: TaskState;
+  result?: unknown;
+  error?: ErrorShape;
+  queue?: string;
+  retries?: number;
+  worker?: WorkerIdentity;
+  sentAt?: number;
+  receivedAt?: number;
+  startedAt?: number;
+  finishedAt?: number;
+}
+
+/** A message on a `replyTo` subject: a final result, or a progress report. */
+export type ReplyMessage = ({ kind: "result" } & ResultRecord) | ProgressMessage;
+
+/** A progress report for a running task. */
+export interface ProgressMessage {
+  v: number;
+  kind: "progress";
+  id: string;
+  progress: unknown;
+  at: number;
+}
+
+/** Event types, Celery's names. */
+export const EVENT = {
+  sent: "task-sent",
+  received: "task-received",
+  started: "task-started",
+  progress: "task-progress",
+  retried: "task-retried",
+  succeeded: "task-succeeded",
+  failed: "task-failed",
+  revoked: "task-revoked",
+  deadLettered: "task-dead-lettered",
+} as const;
+/** One event type. */
+export type EventType = (typeof EVENT)[keyof typeof EVENT];
+
+/** One task event. Fields beyond `type`, `id`, `task` and `at` depend on the type. */
+export interface TaskEvent {
+  type: EventType;
+  id: string;
+  task: string;
+  /** Epoch ms. */
+  at: number;
+  queue?: string;
+  worker?: string;
+  args?: unknown;
+  result?: unknown;
+  error?: ErrorShape;
+  progress?: unknown;
+  retries?: number;
+  reason?: string;
+  /** For task-sent: eta/expires/priority as sent. */
+  eta?: number;
+  expires?: number;
+  priority?: number;
+  runtimeMs?: number;
+}
+
+/** One message on the events stream carries a batch of events, oldest first (like Celery's task.multi). */
+export interface EventBatch {
+  v: number;
+  events: TaskEvent[];
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Decodes and checks a task message. Throws ProtocolError saying what is wrong, so the worker can
+ * dead-letter the message with that reason.
+ */
+export function decodeTaskMessage(bytes: Uint8Array): TaskMessage {
+  const value = decode(bytes);
+  if (!isRecord(value)) throw new ProtocolError(`task message is not a map (got ${Array.isArray(value) ? "array" : typeof value})`);
+  const { v, id, task, queue, sentAt } = value;
+  if (typeof v !== "number") throw new ProtocolError("task message has no protocol version field `v`");
+  if (v > PROTOCOL_VERSION) throw new ProtocolError(`task message has protocol version ${v}; this worker understands up to ${PROTOCOL_VERSION}`);
+  if (typeof id !== "string" || id === "") throw new ProtocolError("task message has no string `id`");
+  if (typeof task !== "string" || task === "") throw new ProtocolError("task message has no string `task`");
+  if (typeof queue !== "string") throw new ProtocolError("task message has no string `queue`");
+  if (typeof sentAt !== "number") throw new ProtocolError("task message has no numeric `sentAt`");
+  if (!("args" in value)) throw new ProtocolError("task message has no `args`");
+  for (const key of ["retries", "eta", "expires", "priority", "softTimeLimit", "timeLimit", "maxRetries"] as const) {
+    if (value[key] !== undefined && typeof value[key] !== "number") throw new ProtocolError(`task message field \`${key}\` must be a number`);
+  }
+  if (value.replyTo !== undefined && typeof value.replyTo !== "string") throw new ProtocolError("task message field `replyTo` must be a string");
+  return value as unknown as TaskMessage;
+}
+
+/** Decodes a stored result record or a reply; throws ProtocolError when it is not one. */
+export function decodeResultRecord(bytes: Uint8Array): ResultRecord {
+  const value = decode(bytes);
+  if (!isRecord(value) || typeof value.id !== "string" || typeof value.state !== "string") {
+    throw new ProtocolError("result record is not a map with `id` and `state`");
+  }
+  return value as unknown as ResultRecord;
+}
+
+/** Decodes a reply (result or progress). */
+export function decodeReply(bytes: Uint8Array): ReplyMessage {
+  const value = decode(bytes);
+  if (!isRecord(value) || typeof value.id !== "string") throw new ProtocolError("reply is not a map with `id`");
+  if (value.kind === "progress") return value as unknown as ProgressMessage;
+  if (typeof value.state !== "string") throw new ProtocolError("result reply has no `state`");
+  return value as unknown as ReplyMessage;
+}
+
+/** Decodes one event batch message. */
+export function decodeEventBatch(bytes: Uint8Array): EventBatch {
+  const value = decode(bytes);
+  if (!isRecord(value) || !Array.isArray(value.events)) throw new ProtocolError("event batch is not a map with `events`");
+  return value as unknown as EventBatch;
+}

@@ -1,0 +1,183 @@
+/**
+ * Signatures: a task's name, its argument and result schemas, and its default options, as plain
+ * data. Clients and workers share them; a module of signatures imports no worker code.
+ */
+import {
+  assertTaskName,
+  assertToken,
+  ProtocolError,
+  type SchemaIssue,
+} from "../protocol/mod.ts";
+import type { StandardSchemaV1 } from "./standard_schema.ts";
+
+/** Options a signature sets as defaults for every send; a call may override them. */
+export interface TaskOptions {
+  /** Queue the task goes to. Default: `default`. */
+  queue?: string;
+  /** 0 (lowest, the default) … 9 (highest). */
+  priority?: number;
+  /** Retries after a failure before the task is marked FAILURE and dead-lettered. Default 0. */
+  retries?: number;
+  /** Seconds before the first retry; doubled each time (with jitter) up to `retryDelayMax`. */
+  retryDelay?: number;
+  /** Ceiling of the retry delay, in seconds. */
+  retryDelayMax?: number;
+  /** Seconds after which the handler's signal is aborted so it can clean up. */
+  softTimeLimit?: number;
+  /** Seconds after which the execution is ended for real. */
+  timeLimit?: number;
+  /** Seconds from sending after which the task must not start (it is recorded as REVOKED: expired). */
+  expires?: number;
+}
+
+/** A typed task contract: plain data plus schemas. Create one with {@link signature}. */
+export interface Signature<
+  Name extends string = string,
+  Args extends StandardSchemaV1 | undefined = StandardSchemaV1 | undefined,
+  Result extends StandardSchemaV1 | undefined = StandardSchemaV1 | undefined,
+> {
+  readonly kind: "celerity.signature";
+  readonly name: Name;
+  readonly args: Args;
+  readonly result: Result;
+  readonly options: Readonly<TaskOptions>;
+}
+
+/** Any signature, whatever its schemas. */
+// deno-lint-ignore no-explicit-any
+export type AnySignature = Signature<string, any, any>;
+
+/** What a caller passes as arguments: the args schema's input type (unknown without a schema). */
+export type ArgsInput<S> = S extends Signature<string, infer A, StandardSchemaV1 | undefined>
+  ? A extends StandardSchemaV1 ? StandardSchemaV1.InferInput<A> : unknown
+  : unknown;
+/** What a handler receives: the args schema's output type. */
+export type ArgsOutput<S> = S extends Signature<string, infer A, StandardSchemaV1 | undefined>
+  ? A extends StandardSchemaV1 ? StandardSchemaV1.InferOutput<A> : unknown
+  : unknown;
+/** What a handler returns: the result schema's input type. */
+export type ResultInput<S> = S extends Signature<string, StandardSchemaV1 | undefined, infer R>
+  ? R extends StandardSchemaV1 ? StandardSchemaV1.InferInput<R> : unknown
+  : unknown;
+/** What a caller gets back: the result schema's output type. */
+export type ResultOutput<S> = S extends Signature<string, StandardSchemaV1 | undefined, infer R>
+  ? R extends StandardSchemaV1 ? StandardSchemaV1.InferOutput<R> : unknown
+  : unknown;
+
+/** The definition passed to {@link signature}. */
+export interface SignatureDefinition<
+  Args extends StandardSchemaV1 | undefined,
+  Result extends StandardSchemaV1 | undefined,
+> extends TaskOptions {
+  /** Schema of the arguments (any Standard Schema, e.g. valibot). */
+  args?: Args;
+  /** Schema of the result. */
+  result?: Result;
+}
+
+/**
+ * Declares a task contract. Plain data: safe to import from clients, notebooks and scripts.
+ *
+ * @example
+ * ```ts
+ * import * as v from "valibot";
+ * export const resize = signature("images.resize", {
+ *   args: v.object({ url: v.pipe(v.string(), v.url()), width: v.number() }),
+ *   result: v.object({ key: v.string() }),
+ *   queue: "images",
+ * });
+ * ```
+ */
+export function signature<
+  const Name extends string,
+  Args extends StandardSchemaV1 | undefined = undefined,
+  Result extends StandardSchemaV1 | undefined = undefined,
+>(name: Name, definition: SignatureDefinition<Args, Result> = {}): Signature<Name, Args, Result> {
+  assertTaskName(name);
+  const { args, result, ...options } = definition;
+  for (const [key, schema] of [["args", args], ["result", result]] as const) {
+    if (schema !== undefined && !isStandardSchema(schema)) {
+      throw new ProtocolError(`signature "${name}": \`${key}\` is not a Standard Schema (pass a valibot schema such as v.object({...}))`);
+    }
+  }
+  checkTaskOptions(options, `signature "${name}"`);
+  return Object.freeze({
+    kind: "celerity.signature",
+    name,
+    args: args as Args,
+    result: result as Result,
+    options: Object.freeze({ ...options }),
+  });
+}
+
+/** True when `value` is a signature made by {@link signature}. */
+export function isSignature(value: unknown): value is AnySignature {
+  return typeof value === "object" && value !== null && (value as { kind?: unknown }).kind === "celerity.signature";
+}
+
+/** True when `value` implements Standard Schema v1. */
+export function isStandardSchema(value: unknown): value is StandardSchemaV1 {
+  return (typeof value === "object" || typeof value === "function") && value !== null &&
+    typeof (value as { "~standard"?: { validate?: unknown } })["~standard"]?.validate === "function";
+}
+
+const OPTION_KEYS = new Set(["queue", "priority", "retries", "retryDelay", "retryDelayMax", "softTimeLimit", "timeLimit", "expires"]);
+
+/** Throws a ProtocolError naming the option and value when task options are invalid. */
+export function checkTaskOptions(options: Record<string, unknown>, where: string): void {
+  for (const [key, value] of Object.entries(options)) {
+    if (value === undefined) continue;
+    if (!OPTION_KEYS.has(key)) {
+      throw new ProtocolError(`${where}: unknown option "${key}" (known: ${[...OPTION_KEYS].join(", ")})`);
+    }
+    if (key === "queue") {
+      assertToken("queue", value as string);
+      continue;
+    }
+    if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
+      throw new ProtocolError(`${where}: option "${key}" = ${JSON.stringify(value)} must be a non-negative number`);
+    }
+    if (key === "priority" && (!Number.isInteger(value) || value > 9)) {
+      throw new ProtocolError(`${where}: option "priority" = ${value} must be an integer from 0 to 9`);
+    }
+    if (key === "retries" && !Number.isInteger(value)) {
+      throw new ProtocolError(`${where}: option "retries" = ${value} must be an integer`);
+    }
+  }
+  const soft = options.softTimeLimit as number | undefined;
+  const hard = options.timeLimit as number | undefined;
+  if (soft !== undefined && hard !== undefined && hard < soft) {
+    throw new ProtocolError(`${where}: timeLimit (${hard}) must not be shorter than softTimeLimit (${soft})`);
+  }
+}
+
+/** Outcome of a validation, issues flattened to plain data so they can travel. */
+export type Validation<T> = { ok: true; value: T } | { ok: false; issues: SchemaIssue[] };
+
+function toIssues(issues: ReadonlyArray<StandardSchemaV1.Issue>): SchemaIssue[] {
+  return issues.map((issue) => ({
+    message: issue.message,
+    path: (issue.path ?? [])
+      .map((p) => String(typeof p === "object" && p !== null ? (p as StandardSchemaV1.PathSegment).key : p))
+      .join("."),
+  }));
+}
+
+function toValidation<T>(result: StandardSchemaV1.Result<T>): Validation<T> {
+  return result.issues ? { ok: false, issues: toIssues(result.issues) } : { ok: true, value: result.value };
+}
+
+/**
+ * Validates `value` against `schema` (no schema: accepted as is). Synchronous schemas answer
+ * synchronously, so the hot path pays no promise; asynchronous ones return a promise.
+ */
+export function validate<T = unknown>(
+  schema: StandardSchemaV1 | undefined,
+  value: unknown,
+): Validation<T> | Promise<Validation<T>> {
+  if (schema === undefined) return { ok: true, value: value as T };
+  const result = schema["~standard"].validate(value) as
+    | StandardSchemaV1.Result<T>
+    | Promise<StandardSchemaV1.Result<T>>;
+  return result instanceof Promise ? result.then(toValidation) : toValidation(result);
+}

@@ -1,0 +1,24 @@
+/**
+ * The Celerity worker runtime: implement signatures and consume their queues.
+ *
+ * @example
+ * ```ts
+ * import { Worker } from "celerity/worker";
+ * import { add } from "./signatures.ts";
+ * const worker = new Worker({ concurrency: 4 });
+ * worker.implement(add, ({ a, b }) => a + b);
+ * await worker.run(); // until SIGINT/SIGTERM
+ * ```
+ * @module
+ */
+export {
+  NonRetryableError,
+  SoftTimeLimitExceeded,
+  Worker,
+  WorkerShutdownError,
+  type Handler,
+  type TaskContext,
+  type WorkerOptions,
+} from "./worker.ts";
+export { QueuePuller, type PullerOptions } from "./puller.ts";
+export { createLogger, LOG_LEVEL, type Logger, type LogLevel } from "./logger.ts";

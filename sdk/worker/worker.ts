@@ -1,0 +1,645 @@
+/**
+ * The worker runtime: durable pull consumers per queue, bounded concurrency, validation on receipt,
+ * results stored before the message is acked (late ack), events, progress, dead letters and a
+ * graceful shutdown. A bad message never crashes the worker: it is recorded and dead-lettered.
+ */
+import { headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection } from "@nats-io/nats-core";
+import type { JetStreamManager } from "@nats-io/jetstream";
+import {
+  AckedPublisher,
+  Client,
+  connect,
+  EventBuffer,
+  isNotFound,
+  type ConnectOptions,
+} from "../client/mod.ts";
+import {
+  ACK,
+  assertToken,
+  decodeTaskMessage,
+  DLQ_REASON,
+  encode,
+  EVENT,
+  HEADER,
+  InvalidArgumentsError,
+  InvalidResultError,
+  NonRetryableError,
+  parseAckSubject,
+  PROTOCOL_VERSION,
+  STATE,
+  toErrorShape,
+  type DlqReason,
+  type ErrorShape,
+  type ResultRecord,
+  type TaskMessage,
+  type TaskState,
+  type WorkerIdentity,
+} from "../protocol/mod.ts";
+import { validate, type AnySignature, type ArgsOutput, type ResultInput } from "../signatures/mod.ts";
+import { hostIdentity, onTerminationSignals } from "../transport/mod.ts";
+import { createLogger, type Logger, type LogLevel } from "./logger.ts";
+import { QueuePuller } from "./puller.ts";
+
+/** What a handler receives beside its arguments. */
+export interface TaskContext {
+  /** The task id. */
+  readonly id: string;
+  /** The task name. */
+  readonly name: string;
+  readonly queue: string;
+  /** 1 on the first run; counts Celerity retries and server redeliveries alike. */
+  readonly attempt: number;
+  /** Celerity retries made before this run (0 on the first). */
+  readonly retries: number;
+  /** How many times the server delivered this message (more than 1 after a worker died). */
+  readonly deliveryCount: number;
+  /** Aborted at the soft time limit, on revoke and on a cold shutdown: long handlers should watch it. */
+  readonly signal: AbortSignal;
+  /** Reports progress to the caller, to watchers of the task and to the events stream. */
+  progress(value: unknown): void;
+  /** Logs with the task's id and name attached. */
+  readonly log: Logger;
+  /** Data the sender attached. */
+  readonly meta: Readonly<Record<string, unknown>>;
+  /** The worker running the task. */
+  readonly worker: WorkerIdentity;
+  /** A client on the worker's connection, for sending follow-up tasks. */
+  readonly client: Client;
+}
+
+/** A task implementation. */
+export type Handler<S extends AnySignature> = (
+  args: ArgsOutput<S>,
+  ctx: TaskContext,
+) => ResultInput<S> | Promise<ResultInput<S>>;
+
+/** Options of {@link Worker}. */
+export interface WorkerOptions extends ConnectOptions {
+  /** Queues to consume. Default: the queues of the implemented signatures (or `default`). */
+  queues?: string[];
+  /** Handlers running at once. Default: settings.concurrency (1). */
+  concurrency?: number;
+  /** Messages held at once per queue (running plus waiting). Default: settings.prefetch or concurrency. */
+  prefetch?: number;
+  /** A client to use instead of connecting (its connection is shared). */
+  client?: Client;
+  logLevel?: LogLevel;
+  logger?: Logger;
+  /** Milliseconds a warm shutdown waits for running tasks before aborting them. Default 30 s. */
+  shutdownGraceMs?: number;
+  /**
+   * Write a RECEIVED/STARTED record to the results bucket only for tasks still unfinished after this
+   * long, so short tasks cost one stored record and long ones still show their state. Default 200 ms.
+   */
+  stateWriteDelayMs?: number;
+}
+
+interface Registration {
+  sig: AnySignature;
+  handler: (args: unknown, ctx: TaskContext) => unknown;
+}
+
+interface InFlight {
+  msg: Msg;
+  queue: string;
+  task: TaskMessage;
+  deliveryCount: number;
+  receivedAt: number;
+  startedAt?: number;
+  state: TaskState;
+  writtenState?: TaskState;
+  stateWrite?: Promise<unknown>;
+  lastWorkingAt: number;
+  abort: AbortController;
+  settled: boolean;
+}
+
+const MS = 1000;
+
+/** Runs task handlers for one or more queues. */
+export class Worker implements AsyncDisposable {
+  readonly #options: WorkerOptions;
+  readonly #registry = new Map<string, Registration>();
+  readonly #pullers = new Map<string, QueuePuller>();
+  readonly #inFlight = new Set<InFlight>();
+  readonly #waiting: (() => void)[] = [];
+  #client: Client | undefined;
+  #ownsClient = false;
+  #publisher!: AckedPublisher;
+  #events: EventBuffer | undefined;
+  #log: Logger;
+  #running = 0;
+  #concurrency = 1;
+  #prefetch = 1;
+  #ackWaitMs = 30_000;
+  #maxDeliver = 10;
+  #sweepTimer: ReturnType<typeof setInterval> | undefined;
+  #state: "new" | "starting" | "running" | "stopping" | "closed" = "new";
+  #closed: Promise<void> | undefined;
+  #closedResolve!: () => void;
+  readonly #done = new Promise<void>((r) => (this.#closedResolve = r));
+  /** This worker's identity (host, pid, id), in results and events. */
+  readonly identity: WorkerIdentity;
+  /** Counters for status and tests. */
+  readonly stats = { received: 0, succeeded: 0, failed: 0, retried: 0, deadLettered: 0 };
+
+  constructor(options: WorkerOptions = {}) {
+    this.#options = options;
+    const { host, pid } = hostIdentity();
+    const suffix = Math.random().toString(36).slice(2, 6);
+    this.identity = { id: `${host.replace(/[^A-Za-z0-9_-]/g, "_")}-${pid}-${suffix}`, host, pid };
+    this.#log = options.logger ?? createLogger(options.logLevel ?? "info", { worker: this.identity.id });
+  }
+
+  /** Registers the handler of a signature. Returns the worker for chaining. */
+  implement<S extends AnySignature>(sig: S, handler: Handler<S>): this {
+    if (this.#state !== "new") throw new Error(`implement("${sig.name}") must be called before start()`);
+    if (this.#registry.has(sig.name)) throw new Error(`task "${sig.name}" is already implemented by this worker`);
+    this.#registry.set(sig.name, { sig, handler: handler as Registration["handler"] });
+    return this;
+  }
+
+  /** Names of the tasks this worker implements. */
+  get registered(): string[] {
+    return [...this.#registry.keys()];
+  }
+
+  /** The queues this worker consumes. */
+  get queues(): string[] {
+    if (this.#options.queues?.length) return [...this.#options.queues];
+    const qs = new Set([...this.#registry.values()].map((r) => r.sig.options.queue ?? "default"));
+    return qs.size ? [...qs] : ["default"];
+  }
+
+  /** Tasks currently running. */
+  get active(): number {
+    return this.#running;
+  }
+
+  /** The client this worker uses (available after start()). */
+  get client(): Client {
+    if (!this.#client) throw new Error("the worker is not started");
+    return this.#client;
+  }
+
+  /** Connects, creates topology and consumers, and starts pulling. Resolves once consuming. */
+  async start(): Promise<void> {
+    if (this.#state !== "new") throw new Error(`worker already ${this.#state}`);
+    this.#state = "starting";
+    for (const q of this.queues) assertToken("queue", q);
+    const { queues: _q, concurrency, prefetch, client, logLevel: _l, logger: _lg, shutdownGraceMs: _g, stateWriteDelayMs: _s, ...connectOptions } = this.#options;
+    this.#client = client ?? (await connect(connectOptions));
+    this.#ownsClient = client === undefined;
+    const s = this.#client.settings;
+    this.#concurrency = concurrency ?? s.concurrency;
+    this.#prefetch = Math.max(prefetch ?? s.prefetch ?? this.#concurrency, 1);
+    this.#ackWaitMs = s.ackWait * MS;
+    this.#maxDeliver = s.maxDeliver;
+    this.#publisher = this.#client.publisher;
+    this.#events = s.events ? new EventBuffer(this.#publisher, this.#client.names.eventsSubject("task"), this.#client.nc) : undefined;
+    await this.#client.ensureTopology();
+    const jsm = await this.#client.jsm();
+    for (const queue of this.queues) {
+      await this.#ensureConsumer(jsm, queue);
+      const puller = new QueuePuller(this.#client.nc, {
+        stream: this.#client.names.tasksStream,
+        consumer: this.#client.names.queueConsumer(queue),
+        prefetch: this.#prefetch,
+        onMessage: (msg) => this.#onMessage(queue, msg),
+        onStalled: async (reason) => {
+          this.#log.warn(`queue ${queue}: pulls went silent (${reason}); checking the consumer`);
+          await this.#ensureConsumer(await this.#client!.jsm(), queue);
+        },
+      });
+      this.#pullers.set(queue, puller);
+      puller.start();
+    }
+    this.#sweepTimer = setInterval(() => this.#sweep(), Math.min(250, this.#stateWriteDelay() / 2, this.#ackWaitMs / 3));
+    this.#state = "running";
+    this.#log.info(`worker ready`, { queues: this.queues, concurrency: this.#concurrency, prefetch: this.#prefetch, tasks: this.registered });
+  }
+
+  /**
+   * Starts, closes gracefully on SIGINT/SIGTERM (a second signal aborts running tasks and returns
+   * them to the queue), and resolves once closed.
+   */
+  async run(): Promise<void> {
+    await this.start();
+    let signals = 0;
+    const off = onTerminationSignals((signal) => {
+      signals++;
+      this.#log.info(`${signal}: ${signals === 1 ? "warm shutdown (finishing running tasks)" : "cold shutdown"}`);
+      void this.close({ graceMs: signals === 1 ? undefined : 0 });
+    });
+    await this.#done;
+    off();
+  }
+
+  #stateWriteDelay(): number {
+    return this.#options.stateWriteDelayMs ?? 200;
+  }
+
+  async #ensureConsumer(jsm: JetStreamManager, queue: string): Promise<void> {
+    const n = this.#client!.names;
+    const durable = n.queueConsumer(queue);
+    try {
+      await jsm.consumers.info(n.tasksStream, durable);
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      await jsm.consumers.add(n.tasksStream, {
+        durable_name: durable,
+        filter_subject: n.queueFilter(queue),
+        ack_policy: "explicit" as never,
+        ack_wait: this.#ackWaitMs * 1e6,
+        // Celerity counts deliveries itself and dead-letters past maxDeliver; a server-side limit
+        // would strand the message in the work queue instead.
+        max_deliver: -1,
+        max_ack_pending: -1,
+        max_waiting: 512,
+      });
+    }
+  }
+
+  #onMessage(queue: string, msg: Msg): void {
+    this.stats.received++;
+    if (this.#state !== "running") {
+      // Arrived after we stopped pulling: hand it straight back for another worker.
+      this.#settle(queue, msg, ACK.nak);
+      return;
+    }
+    const delivery = parseAckSubject(msg.reply);
+    const deliveryCount = delivery?.deliveryCount ?? 1;
+    let task: TaskMessage;
+    try {
+      task = decodeTaskMessage(msg.data);
+    } catch (err) {
+      void this.#deadLetter(queue, msg, undefined, DLQ_REASON.undecodable, (err as Error).message, toErrorShape(err, false));
+      return;
+    }
+    if (deliveryCount > this.#maxDeliver) {
+      const detail = `delivered ${deliveryCount} times without being settled (more than maxDeliver ${this.#maxDeliver}): its worker died or timed out every time`;
+      void this.#deadLetter(queue, msg, task, DLQ_REASON.tooManyDeliveries, detail, { type: "TooManyDeliveriesError", message: detail, retryable: false });
+      return;
+    }
+    const reg = this.#registry.get(task.task);
+    if (!reg) {
+      const detail = `no handler for task "${task.task}" on this worker of queue "${queue}" (it implements: ${this.registered.join(", ") || "nothing"})`;
+      void this.#deadLetter(queue, msg, task, DLQ_REASON.unknownTask, detail, { type: "NotRegisteredError", message: detail, retryable: false });
+      return;
+    }
+    const now = Date.now();
+    if (task.expires !== undefined && task.expires < now) {
+      void this.#finishRevoked(queue, msg, task, `expired at ${new Date(task.expires).toISOString()} before it started`);
+      return;
+    }
+    if (task.eta !== undefined && task.eta > now + 50) {
+      // Not due yet: the server holds it and redelivers it when it is (see docs/guarantees.md).
+      this.#settle(queue, msg, `${ACK.nak} ${JSON.stringify({ delay: Math.round((task.eta - now) * 1e6) })}`);
+      return;
+    }
+    const flight: InFlight = {
+      msg, queue, task, deliveryCount, receivedAt: now, state: STATE.received, lastWorkingAt: now,
+      abort: new AbortController(), settled: false,
+    };
+    this.#inFlight.add(flight);
+    this.#events?.push({ type: EVENT.received, id: task.id, task: task.task, queue, at: now, worker: this.identity.id, retries: task.retries ?? 0 });
+    const checked = validate(reg.sig.args, task.args);
+    if (checked instanceof Promise) checked.then((c) => this.#schedule(flight, reg, c), (e) => this.#schedule(flight, reg, { ok: false, issues: [{ message: String(e), path: "" }] }));
+    else this.#schedule(flight, reg, checked);
+  }
+
+  #schedule(flight: InFlight, reg: Registration, checked: { ok: true; value: unknown } | { ok: false; issues: { message: string; path: string }[] }): void {
+    if (!checked.ok) {
+      const err = new InvalidArgumentsError(flight.task.task, checked.issues);
+      this.#inFlight.delete(flight);
+      void this.#deadLetter(flight.queue, flight.msg, flight.task, DLQ_REASON.invalidArgs, err.message, toErrorShape(err, false), flight);
+      return;
+    }
+    const go = () => void this.#execute(flight, reg, checked.value);
+    if (this.#running < this.#concurrency) go();
+    else this.#waiting.push(go);
+  }
+
+  async #execute(flight: InFlight, reg: Registration, args: unknown): Promise<void> {
+    if (this.#state !== "running" && this.#state !== "stopping") return;
+    this.#running++;
+    const { task } = flight;
+    const startedAt = Date.now();
+    flight.startedAt = startedAt;
+    flight.state = STATE.started;
+    this.#events?.push({ type: EVENT.started, id: task.id, task: task.task, queue: flight.queue, at: startedAt, worker: this.identity.id });
+    const softLimit = task.softTimeLimit ?? reg.sig.options.softTimeLimit ?? this.#client!.settings.softTimeLimit;
+    const softTimer = softLimit !== undefined
+      ? setTimeout(() => flight.abort.abort(new SoftTimeLimitExceeded(task.id, softLimit)), softLimit * MS)
+      : undefined;
+    const ctx = this.#context(flight);
+    let record: ResultRecord;
+    let dead: { reason: DlqReason; detail: string } | undefined;
+    try {
+      const value = await reg.handler(args, ctx);
+      const checked = await validate(reg.sig.result, value);
+      if (!checked.ok) throw new InvalidResultError(task.task, checked.issues);
+      record = this.#record(flight, STATE.success, { result: value });
+      this.stats.succeeded++;
+    } catch (err) {
+      const shape = toErrorShape(err);
+      const retries = task.retries ?? 0;
+      const maxRetries = task.maxRetries ?? reg.sig.options.retries ?? 0;
+      if (shape.retryable && retries < maxRetries && this.#state === "running") {
+        clearTimeout(softTimer);
+        await this.#retry(flight, reg, shape);
+        this.#finishSlot();
+        return;
+      }
+      record = this.#record(flight, STATE.failure, { error: shape });
+      dead = err instanceof InvalidResultError
+        ? { reason: DLQ_REASON.invalidResult, detail: shape.message }
+        : { reason: DLQ_REASON.failed, detail: `${shape.type}: ${shape.message}${maxRetries ? ` (after ${retries} retries)` : ""}` };
+      this.stats.failed++;
+    } finally {
+      clearTimeout(softTimer);
+    }
+    if (flight.settled) {
+      // Its message was already returned to the queue (cold shutdown): the redelivered copy
+      // produces the result, so this run's outcome is dropped rather than stored twice.
+      this.#log.warn(`discarding the outcome of ${task.id}: its message was returned to the queue`);
+      this.#finishSlot();
+      return;
+    }
+    try {
+      if (dead) await this.#deadLetterAfterRun(flight, record, dead.reason, dead.detail);
+      else await this.#storeAndAck(flight, record);
+    } finally {
+      this.#finishSlot();
+    }
+  }
+
+  #finishSlot(): void {
+    this.#running--;
+    const next = this.#waiting.shift();
+    if (next) next();
+    else if (this.#state === "stopping" && this.#running === 0) this.#onIdle?.();
+  }
+
+  #onIdle: (() => void) | undefined;
+
+  #context(flight: InFlight): TaskContext {
+    const { task } = flight;
+    const client = this.#client!;
+    const log = this.#log.child({ task: task.task, id: task.id });
+    return {
+      id: task.id,
+      name: task.task,
+      queue: flight.queue,
+      attempt: (task.retries ?? 0) + flight.deliveryCount,
+      retries: task.retries ?? 0,
+      deliveryCount: flight.deliveryCount,
+      signal: flight.abort.signal,
+      log,
+      meta: task.meta ?? {},
+      worker: this.identity,
+      client,
+      progress: (value: unknown) => {
+        const at = Date.now();
+        const body = encode({ v: PROTOCOL_VERSION, kind: "progress", id: task.id, progress: value, at });
+        client.nc.publish(client.names.progressSubject(task.id), body);
+        if (task.replyTo) client.nc.publish(task.replyTo, body);
+        this.#events?.push({ type: EVENT.progress, id: task.id, task: task.task, queue: flight.queue, at, worker: this.identity.id, progress: value });
+      },
+    };
+  }
+
+  #record(flight: InFlight, state: TaskState, extra: { result?: unknown; error?: ErrorShape }): ResultRecord {
+    const { task } = flight;
+    const record: ResultRecord = {
+      v: PROTOCOL_VERSION, id: task.id, task: task.task, state, queue: flight.queue,
+      retries: task.retries ?? 0, worker: this.identity, sentAt: task.sentAt, receivedAt: flight.receivedAt,
+      finishedAt: Date.now(), ...extra,
+    };
+    if (flight.startedAt !== undefined) record.startedAt = flight.startedAt;
+    return record;
+  }
+
+  /** Stores the record, replies to the caller, then acks. The ack never precedes the stored result. */
+  async #storeAndAck(flight: InFlight, record: ResultRecord): Promise<void> {
+    const client = this.#client!;
+    const body = encode({ kind: "result", ...record });
+    // The caller's fast path; the stored copy below is what survives a lost reply.
+    if (flight.task.replyTo) client.nc.publish(flight.task.replyTo, body);
+    if (flight.stateWrite) await flight.stateWrite.catch(() => {});
+    try {
+      await this.#publisher.publish(client.names.resultSubject(record.id), body);
+    } catch (err) {
+      // Not stored: do not ack. Hand the message back so the task runs again (at-least-once).
+      this.#log.error(`could not store the result of ${record.id}; returning the message to the queue`, { error: (err as Error).message });
+      this.#finishFlight(flight, ACK.nak);
+      return;
+    }
+    const now = Date.now();
+    this.#events?.push(record.state === STATE.success
+      ? { type: EVENT.succeeded, id: record.id, task: record.task, queue: flight.queue, at: now, worker: this.identity.id, result: record.result, runtimeMs: now - (flight.startedAt ?? now) }
+      : record.state === STATE.revoked
+        ? { type: EVENT.revoked, id: record.id, task: record.task, queue: flight.queue, at: now, worker: this.identity.id, reason: record.error?.message ?? "revoked" }
+        : { type: EVENT.failed, id: record.id, task: record.task, queue: flight.queue, at: now, worker: this.identity.id, error: record.error! });
+    this.#finishFlight(flight, ACK.ack);
+  }
+
+  #finishFlight(flight: InFlight, ack: string): void {
+    if (flight.settled) return;
+    flight.settled = true;
+    this.#inFlight.delete(flight);
+    this.#settle(flight.queue, flight.msg, ack);
+  }
+
+  #settle(queue: string, msg: Msg, ack: string): void {
+    if (msg.reply && !this.#client!.nc.isClosed()) this.#client!.nc.publish(msg.reply, ack);
+    this.#pullers.get(queue)?.release();
+  }
+
+  async #retry(flight: InFlight, reg: Registration, error: ErrorShape): Promise<void> {
+    const { task } = flight;
+    const retries = (task.retries ?? 0) + 1;
+    const base = reg.sig.options.retryDelay ?? 1;
+    const cap = reg.sig.options.retryDelayMax ?? 600;
+    // Exponential backoff with full jitter keeps retry storms from synchronising.
+    const delayMs = Math.min(cap, base * 2 ** (retries - 1)) * MS * (0.5 + Math.random() / 2);
+    const next: TaskMessage = { ...task, retries, eta: Date.now() + delayMs };
+    const client = this.#client!;
+    const h = natsHeaders();
+    // A new dedupe id per retry: the original id is still inside the duplicate window.
+    h.set(HEADER.msgId, `${task.id}.r${retries}`);
+    h.set(HEADER.task, task.task);
+    try {
+      await this.#publisher.publish(flight.msg.subject, encode(next), h);
+    } catch (err) {
+      this.#log.error(`could not schedule retry ${retries} of ${task.id}; returning the message`, { error: (err as Error).message });
+      this.#finishFlight(flight, ACK.nak);
+      return;
+    }
+    this.stats.retried++;
+    this.#events?.push({ type: EVENT.retried, id: task.id, task: task.task, queue: flight.queue, at: Date.now(), worker: this.identity.id, retries, error, eta: next.eta! });
+    this.#finishFlight(flight, ACK.ack);
+  }
+
+  async #finishRevoked(queue: string, msg: Msg, task: TaskMessage, reason: string): Promise<void> {
+    const flight: InFlight = { msg, queue, task, deliveryCount: 1, receivedAt: Date.now(), state: STATE.revoked, lastWorkingAt: Date.now(), abort: new AbortController(), settled: false };
+    this.#inFlight.add(flight);
+    await this.#storeAndAck(flight, this.#record(flight, STATE.revoked, { error: { type: "TaskRevokedError", message: reason, retryable: false } }));
+  }
+
+  /**
+   * Copies the message to the dead-letter stream with the reason, records FAILURE under the task
+   * id when there is one, and only then acks the original.
+   */
+  async #deadLetter(queue: string, msg: Msg, task: TaskMessage | undefined, reason: DlqReason, detail: string, error: ErrorShape, flight?: InFlight): Promise<void> {
+    this.#log.warn(`dead-lettering a message of queue ${queue}: ${reason}: ${detail}`);
+    const id = task?.id ?? msg.headers?.get(HEADER.id) ?? msg.headers?.get(HEADER.msgId) ?? undefined;
+    const f: InFlight = flight ?? {
+      msg, queue, task: task ?? { v: PROTOCOL_VERSION, id: id ?? "", task: msg.headers?.get(HEADER.task) || "unknown", args: undefined, queue, sentAt: 0 },
+      deliveryCount: 1, receivedAt: Date.now(), state: STATE.failure, lastWorkingAt: Date.now(), abort: new AbortController(), settled: false,
+    };
+    const record = id ? this.#record(f, STATE.failure, { error }) : undefined;
+    if (!record) {
+      this.#inFlight.add(f);
+    }
+    await this.#deadLetterAfterRun(f, record, reason, detail);
+  }
+
+  async #deadLetterAfterRun(flight: InFlight, record: ResultRecord | undefined, reason: DlqReason, detail: string): Promise<void> {
+    const client = this.#client!;
+    const { msg } = flight;
+    const h = copyHeaders(msg.headers);
+    h.set(HEADER.dlqReason, reason);
+    h.set(HEADER.dlqDetail, oneLine(detail));
+    h.set(HEADER.dlqSubject, msg.subject);
+    h.set(HEADER.dlqAt, String(Date.now()));
+    h.set(HEADER.dlqWorker, this.identity.id);
+    const delivery = parseAckSubject(msg.reply);
+    if (delivery) h.set(HEADER.dlqSequence, String(delivery.streamSequence));
+    // Dedupe the dead letter on the original sequence so a retried copy is not stored twice.
+    h.set(HEADER.msgId, `dlq.${delivery?.streamSequence ?? Date.now()}.${flight.task.id || "x"}`);
+    this.#inFlight.add(flight);
+    try {
+      await this.#publisher.publish(client.names.dlqSubject(flight.queue), msg.data, h);
+    } catch (err) {
+      this.#log.error(`could not dead-letter a message; returning it to the queue`, { error: (err as Error).message });
+      this.#finishFlight(flight, ACK.nak);
+      return;
+    }
+    this.stats.deadLettered++;
+    this.#events?.push({ type: EVENT.deadLettered, id: flight.task.id, task: flight.task.task, queue: flight.queue, at: Date.now(), worker: this.identity.id, reason, ...(record?.error ? { error: record.error } : {}) });
+    if (record) {
+      this.#events?.push({ type: EVENT.failed, id: record.id, task: record.task, queue: flight.queue, at: Date.now(), worker: this.identity.id, error: record.error! });
+      const body = encode({ kind: "result", ...record });
+      if (flight.task.replyTo) client.nc.publish(flight.task.replyTo, body);
+      await this.#publisher.publish(client.names.resultSubject(record.id), body).catch((err) => {
+        this.#log.error(`could not store the FAILURE record of ${record.id} (the dead letter is stored)`, { error: (err as Error).message });
+      });
+    }
+    this.#finishFlight(flight, ACK.ack);
+  }
+
+  /** Periodic duties: keep long tasks from being redelivered, and record the state of slow ones. */
+  #sweep(): void {
+    const client = this.#client;
+    if (!client || client.nc.isClosed()) return;
+    const now = Date.now();
+    const delay = this.#stateWriteDelay();
+    for (const f of this.#inFlight) {
+      if (f.settled) continue;
+      if (now - f.lastWorkingAt >= this.#ackWaitMs / 3 && f.msg.reply) {
+        // Heartbeat independent of the handler: a running task on a live worker is never redelivered.
+        client.nc.publish(f.msg.reply, ACK.working);
+        f.lastWorkingAt = now;
+      }
+      if (now - f.receivedAt >= delay && f.writtenState !== f.state && (f.state === STATE.received || f.state === STATE.started)) {
+        f.writtenState = f.state;
+        const record = this.#record(f, f.state, {});
+        delete record.finishedAt;
+        const prev = f.stateWrite ?? Promise.resolve();
+        f.stateWrite = prev.then(() => this.#publisher.publish(client.names.resultSubject(f.task.id), encode(record))).catch(() => {});
+      }
+    }
+  }
+
+  /**
+   * Stops pulling, returns waiting messages to the queue, lets running tasks finish (up to
+   * `graceMs`, then aborts them and returns their messages too), flushes events and disconnects.
+   */
+  close(options: { graceMs?: number } = {}): Promise<void> {
+    if (this.#closed) {
+      if (options.graceMs === 0) this.#coldStop();
+      return this.#closed;
+    }
+    this.#closed = this.#close(options.graceMs ?? this.#options.shutdownGraceMs ?? 30_000);
+    return this.#closed;
+  }
+
+  async #close(graceMs: number): Promise<void> {
+    if (this.#state === "new") {
+      this.#state = "closed";
+      this.#closedResolve();
+      return;
+    }
+    this.#state = "stopping";
+    for (const p of this.#pullers.values()) p.stop();
+    // Messages held but not started go back at once, so another worker takes them now.
+    const waiting = [...this.#inFlight].filter((f) => f.startedAt === undefined && !f.settled && f.state === STATE.received);
+    this.#waiting.length = 0;
+    for (const f of waiting) this.#finishFlight(f, ACK.nak);
+    if (this.#running > 0) {
+      const idle = new Promise<void>((r) => (this.#onIdle = r));
+      const timer = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), graceMs));
+      if ((await Promise.race([idle, timer])) === "timeout") this.#coldStop();
+      await Promise.race([idle, new Promise((r) => setTimeout(r, 2000))]);
+    }
+    clearInterval(this.#sweepTimer);
+    await this.#events?.close();
+    await this.#publisher.settle();
+    for (const p of this.#pullers.values()) p.close();
+    if (this.#ownsClient) await this.#client!.close();
+    this.#state = "closed";
+    this.#log.info("worker closed", { ...this.stats });
+    this.#closedResolve();
+  }
+
+  #coldStop(): void {
+    for (const f of this.#inFlight) {
+      if (f.settled) continue;
+      f.abort.abort(new WorkerShutdownError());
+      this.#finishFlight(f, ACK.nak);
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/** The abort reason of `ctx.signal` at the soft time limit. */
+export class SoftTimeLimitExceeded extends Error {
+  override name = "SoftTimeLimitExceeded";
+  constructor(readonly taskId: string, readonly seconds: number) {
+    super(`task ${taskId} exceeded its soft time limit of ${seconds} s`);
+  }
+}
+
+/** The abort reason of `ctx.signal` on a cold shutdown: the task's message goes back to the queue. */
+export class WorkerShutdownError extends Error {
+  override name = "WorkerShutdownError";
+  constructor() {
+    super("the worker is shutting down; the task will be redelivered");
+  }
+}
+
+function copyHeaders(src: MsgHdrs | undefined): MsgHdrs {
+  const h = natsHeaders();
+  if (src) for (const [k, values] of src) for (const v of values) h.append(k, v);
+  return h;
+}
+
+function oneLine(s: string): string {
+  return s.replace(/[\r\n]+/g, " ").slice(0, 1000);
+}
+
+export { NonRetryableError };

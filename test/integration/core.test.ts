@@ -1,0 +1,352 @@
+/** The core contract against a real nats-server: send, call, results, failures, dead letters, events. */
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { headers } from "@nats-io/nats-core";
+import { NatsServer } from "../../sdk/testing/mod.ts";
+import {
+  InvalidArgumentsError,
+  RemoteTaskError,
+  ResultTimeoutError,
+  STATE,
+} from "../../sdk/client/mod.ts";
+import { decodeEventBatch, encode, HEADER, names, PROTOCOL_VERSION, type TaskEvent } from "../../sdk/protocol/mod.ts";
+import { NonRetryableError } from "../../sdk/worker/mod.ts";
+import { add, badResult, fail, parseDate, slow } from "../fixtures/signatures.ts";
+import { client, eventually, freshNamespace, worker } from "./helpers.ts";
+
+let server: NatsServer;
+before(async () => {
+  server = await NatsServer.start();
+});
+after(async () => {
+  await server?.stop();
+});
+
+async function streamMessages(c: Awaited<ReturnType<typeof client>>, stream: string): Promise<number> {
+  const jsm = await c.jsm();
+  return (await jsm.streams.info(stream)).state.messages;
+}
+
+async function allEvents(c: Awaited<ReturnType<typeof client>>): Promise<TaskEvent[]> {
+  const jsm = await c.jsm();
+  const info = await jsm.streams.info(c.names.eventsStream);
+  const events: TaskEvent[] = [];
+  for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
+    const m = await jsm.streams.getMessage(c.names.eventsStream, { seq });
+    if (m) events.push(...decodeEventBatch(m.data).events);
+  }
+  return events;
+}
+
+describe("core", () => {
+  test("client - call() sends typed args and returns the typed result over request/reply", async () => {
+    const ns = freshNamespace();
+    await using w = worker(server, ns).implement(add, ({ a, b }) => a + b);
+    await w.start();
+    await using c = await client(server, ns);
+    const sum: number = await c.call(add, { a: 2, b: 40 }, { timeout: 10_000 });
+    assert.equal(sum, 42);
+  });
+
+  test("client - send() returns a handle whose status, ready and result follow the task", async () => {
+    const ns = freshNamespace();
+    await using c = await client(server, ns);
+    const handle = await c.send(add, { a: 1, b: 2 });
+    assert.match(handle.id, /^[0-9a-f-]{36}$/);
+    assert.equal((await handle.status()).state, STATE.pending, "no worker yet: PENDING");
+    assert.equal(await handle.ready(), false);
+    await using w = worker(server, ns).implement(add, ({ a, b }) => a + b);
+    await w.start();
+    assert.equal(await handle.result({ timeout: 10_000 }), 3);
+    const status = await handle.status();
+    assert.equal(status.state, STATE.success);
+    assert.equal(status.record?.worker?.id, w.identity.id);
+    assert.equal(status.record?.worker?.pid, process.pid);
+    const r = status.record!;
+    assert.ok(r.sentAt! <= r.receivedAt! && r.receivedAt! <= r.startedAt! && r.startedAt! <= r.finishedAt!, "timestamps in order");
+    assert.equal(await handle.ready(), true);
+  });
+
+  test("client - a process that only knows the id gets the stored result", async () => {
+    const ns = freshNamespace();
+    await using w = worker(server, ns).implement(add, ({ a, b }) => a + b);
+    await w.start();
+    let id: string;
+    {
+      await using sender = await client(server, ns);
+      id = (await sender.send(add, { a: 5, b: 5 })).id;
+    }
+    await using other = await client(server, ns);
+    assert.equal(await other.task(id, add).result({ timeout: 10_000 }), 10);
+    // And one that asks before the result exists follows it live.
+    const late = await other.send(slow, { ms: 300 }, { queue: "slowq" });
+    await using third = await client(server, ns);
+    const waiting = third.task(late.id, slow).result({ timeout: 10_000 });
+    await using w2 = worker(server, ns, { queues: ["slowq"] }).implement(slow, async ({ ms }) => {
+      await new Promise((r) => setTimeout(r, ms));
+      return { slept: ms };
+    });
+    await w2.start();
+    assert.deepEqual(await waiting, { slept: 300 });
+  });
+
+  test("client - invalid args throw the schema's message and nothing is published", async () => {
+    const ns = freshNamespace();
+    await using c = await client(server, ns);
+    await c.ensureTopology();
+    await assert.rejects(
+      // @ts-expect-error b must be a number
+      c.send(add, { a: 1, b: "two" }),
+      (err: unknown) => {
+        assert.ok(err instanceof InvalidArgumentsError);
+        assert.equal(err.task, "math.add");
+        assert.equal(err.issues[0]?.path, "b");
+        assert.match(err.message, /invalid arguments for task "math\.add": b: Invalid type: Expected number but received "two"/);
+        return true;
+      },
+    );
+    assert.equal(await streamMessages(c, c.names.tasksStream), 0);
+  });
+
+  test("client - a remote failure comes back typed with type, message, stack and retryable", async () => {
+    const ns = freshNamespace();
+    class QuotaError extends Error {
+      override name = "QuotaError";
+    }
+    await using w = worker(server, ns)
+      .implement(fail, ({ message }) => {
+        if (message === "fatal") throw new NonRetryableError("no point retrying");
+        throw new QuotaError(message);
+      });
+    await w.start();
+    await using c = await client(server, ns);
+    await assert.rejects(c.call(fail, { message: "over quota" }, { timeout: 10_000 }), (err: unknown) => {
+      assert.ok(err instanceof RemoteTaskError);
+      assert.equal(err.remoteType, "QuotaError");
+      assert.match(err.message, /over quota/);
+      assert.match(err.remoteStack ?? "", /QuotaError: over quota\n\s+at /);
+      assert.equal(err.retryable, true);
+      return true;
+    });
+    await assert.rejects(c.call(fail, { message: "fatal" }, { timeout: 10_000 }), (err: unknown) => {
+      assert.ok(err instanceof RemoteTaskError);
+      assert.equal(err.remoteType, "NonRetryableError");
+      assert.equal(err.retryable, false);
+      return true;
+    });
+  });
+
+  test("client - send by name without a schema works (send_task)", async () => {
+    const ns = freshNamespace();
+    await using w = worker(server, ns).implement(add, ({ a, b }) => a * 0 + a + b);
+    await w.start();
+    await using c = await client(server, ns);
+    assert.equal(await c.call("math.add", { a: 20, b: 1 }, { timeout: 10_000 }), 21);
+    // The worker still validates what a schemaless sender sent.
+    await assert.rejects(c.call("math.add", { a: "x" }, { timeout: 10_000 }), (err: unknown) => {
+      assert.ok(err instanceof RemoteTaskError);
+      assert.equal(err.remoteType, "InvalidArgumentsError");
+      return true;
+    });
+  });
+
+  test("worker - transforms run on the worker: the handler gets the schema's output type", async () => {
+    const ns = freshNamespace();
+    await using w = worker(server, ns).implement(parseDate, ({ at }) => ({ year: at.getUTCFullYear() }));
+    await w.start();
+    await using c = await client(server, ns);
+    assert.deepEqual(await c.call(parseDate, { at: "2026-11-23T08:00:00Z" }, { timeout: 10_000 }), { year: 2026 });
+  });
+
+  test("worker - a result that breaks the result schema is a FAILURE and is dead-lettered", async () => {
+    const ns = freshNamespace();
+    // @ts-expect-error the handler returns the wrong shape on purpose
+    await using w = worker(server, ns).implement(badResult, () => ({ ok: "yes" }));
+    await w.start();
+    await using c = await client(server, ns);
+    await assert.rejects(c.call(badResult, {}, { timeout: 10_000 }), (err: unknown) => err instanceof RemoteTaskError && err.remoteType === "InvalidResultError");
+    await eventually(async () => (await streamMessages(c, c.names.dlqStream)) === 1, 5000, "one dead letter");
+  });
+
+  test("worker - bad messages are recorded, dead-lettered with their reason, and the worker keeps serving", async () => {
+    const ns = freshNamespace();
+    await using w = worker(server, ns).implement(add, ({ a, b }) => a + b);
+    await w.start();
+    await using c = await client(server, ns);
+    const n = names(ns);
+    const subject = n.taskSubject("default");
+    const raw = async (data: Uint8Array, id?: string) => {
+      const h = headers();
+      if (id) {
+        h.set(HEADER.msgId, id);
+        h.set(HEADER.id, id);
+      }
+      await c.publisher.publish(subject, data, h);
+    };
+    const task = (id: string, over: Record<string, unknown>) =>
+      encode({ v: PROTOCOL_VERSION, id, task: "math.add", args: { a: 1, b: 2 }, queue: "default", sentAt: Date.now(), ...over });
+    await raw(new Uint8Array([0xc1, 0xff, 0x00]), "garbage-1"); // 0xc1 is never valid MessagePack
+    await raw(task("wrong-args", { args: { a: "x" } }), "wrong-args");
+    await raw(task("unknown-task", { task: "no.such.task" }), "unknown-task");
+    await raw(task("future-version", { v: 99 }), "future-version");
+    await raw(encode(["not", "a", "map"]));
+    // Still serving.
+    assert.equal(await c.call(add, { a: 2, b: 2 }, { timeout: 10_000 }), 4);
+    await eventually(async () => (await streamMessages(c, n.dlqStream)) === 5, 10_000, "five dead letters");
+    const jsm = await c.jsm();
+    const reasons = new Map<string, string>();
+    for (let seq = 1; seq <= 5; seq++) {
+      const m = await jsm.streams.getMessage(n.dlqStream, { seq });
+      reasons.set(m!.header?.get(HEADER.id) || "none", `${m!.header?.get(HEADER.dlqReason)}: ${m!.header?.get(HEADER.dlqDetail)}`);
+    }
+    assert.match(reasons.get("garbage-1")!, /^undecodable: message body is not valid MessagePack/);
+    assert.match(reasons.get("wrong-args")!, /^invalid-args: invalid arguments for task "math.add": a: Invalid type/);
+    assert.match(reasons.get("unknown-task")!, /^unknown-task: no handler for task "no.such.task"/);
+    assert.match(reasons.get("future-version")!, /^undecodable: task message has protocol version 99/);
+    assert.match(reasons.get("none")!, /^undecodable: task message is not a map/);
+    // The failures are recorded under their ids, so a waiting caller learns why.
+    for (const id of ["garbage-1", "wrong-args", "unknown-task"]) {
+      const s = await c.status(id);
+      assert.equal(s.state, STATE.failure, `${id} is FAILURE`);
+    }
+    assert.equal((await c.status("wrong-args")).record?.error?.type, "InvalidArgumentsError");
+    assert.equal(await streamMessages(c, n.tasksStream), 0, "nothing left in the work queue");
+    assert.equal(w.stats.deadLettered, 5);
+  });
+
+  test("events - every sent task and state change reaches the events stream", async () => {
+    const ns = freshNamespace();
+    await using w = worker(server, ns).implement(add, ({ a, b }) => a + b).implement(fail, () => {
+      throw new Error("boom");
+    });
+    await w.start();
+    await using c = await client(server, ns);
+    const ok = await c.send(add, { a: 1, b: 1 });
+    await ok.result({ timeout: 10_000 });
+    const bad = await c.send(fail, { message: "x" });
+    await assert.rejects(bad.result({ timeout: 10_000 }));
+    const events = await eventually(async () => {
+      const all = await allEvents(c);
+      return all.filter((e) => e.id === bad.id).some((e) => e.type === "task-dead-lettered") ? all : undefined;
+    }, 5000, "events of both tasks");
+    // Events come from two processes: stream order is arrival order, `at` gives the causal order.
+    const typesOf = (id: string) => events.filter((e) => e.id === id).sort((x, y) => x.at - y.at).map((e) => e.type);
+    assert.deepEqual(typesOf(ok.id), ["task-sent", "task-received", "task-started", "task-succeeded"]);
+    assert.deepEqual(new Set(typesOf(bad.id)), new Set(["task-sent", "task-received", "task-started", "task-dead-lettered", "task-failed"]));
+    const sent = events.find((e) => e.id === ok.id && e.type === "task-sent")!;
+    assert.deepEqual(sent.args, { a: 1, b: 1 });
+    assert.equal(events.find((e) => e.id === ok.id && e.type === "task-succeeded")!.result, 2);
+  });
+
+  test("client - progress reports arrive by callback and by async iterator", async () => {
+    const ns = freshNamespace();
+    await using w = worker(server, ns).implement(slow, async ({ ms, steps }, ctx) => {
+      for (let i = 1; i <= steps; i++) {
+        await new Promise((r) => setTimeout(r, ms / steps));
+        ctx.progress({ done: i, of: steps });
+      }
+      return { slept: ms };
+    });
+    await w.start();
+    await using c = await client(server, ns);
+    const handle = await c.send(slow, { ms: 400, steps: 4 });
+    const seen: unknown[] = [];
+    handle.onProgress((p) => seen.push(p));
+    const iterated: unknown[] = [];
+    for await (const p of handle.progress()) iterated.push(p);
+    assert.deepEqual(await handle.result(), { slept: 400 });
+    assert.ok(iterated.length >= 3, `iterator saw ${iterated.length} reports`);
+    assert.deepEqual(iterated.at(-1), { done: 4, of: 4 });
+    assert.ok(seen.length >= 3);
+  });
+
+  test("worker - a long task shows STARTED with worker identity while it runs", async () => {
+    const ns = freshNamespace();
+    await using w = worker(server, ns, { stateWriteDelayMs: 50 }).implement(slow, async ({ ms }) => {
+      await new Promise((r) => setTimeout(r, ms));
+      return { slept: ms };
+    });
+    await w.start();
+    await using c = await client(server, ns);
+    const handle = await c.send(slow, { ms: 1500 });
+    const started = await eventually(async () => {
+      const s = await handle.status();
+      return s.state === STATE.started ? s : undefined;
+    }, 5000, "STARTED");
+    assert.equal(started.record?.worker?.id, w.identity.id);
+    assert.ok(started.record?.startedAt);
+    await handle.result({ timeout: 10_000 });
+    assert.equal((await handle.status()).state, STATE.success);
+  });
+
+  test("client - result({timeout}) rejects with ResultTimeoutError when no worker answers", async () => {
+    const ns = freshNamespace();
+    await using c = await client(server, ns);
+    const handle = await c.send(add, { a: 1, b: 1 });
+    await assert.rejects(handle.result({ timeout: 200 }), (err: unknown) => err instanceof ResultTimeoutError && err.taskId === handle.id);
+  });
+
+  test("protocol - a task id doubles as Nats-Msg-Id: a re-sent task is stored once", async () => {
+    const ns = freshNamespace();
+    await using c = await client(server, ns);
+    await c.send(add, { a: 1, b: 1 }, { id: "order-42" });
+    await c.send(add, { a: 1, b: 1 }, { id: "order-42" });
+    assert.equal(await streamMessages(c, c.names.tasksStream), 1);
+  });
+
+  test("worker - a graceful close finishes the running task, stores its result and acks it", async () => {
+    const ns = freshNamespace();
+    const w = worker(server, ns).implement(slow, async ({ ms }) => {
+      await new Promise((r) => setTimeout(r, ms));
+      return { slept: ms };
+    });
+    await w.start();
+    await using c = await client(server, ns);
+    const handle = await c.send(slow, { ms: 500 });
+    await eventually(() => w.active === 1, 5000, "the task to start");
+    await w.close();
+    assert.equal((await c.status(handle.id)).state, STATE.success);
+    assert.equal(await streamMessages(c, c.names.tasksStream), 0, "acked after the result was stored");
+  });
+
+  test("worker - a cold close returns the running task to the queue and another worker completes it", async () => {
+    const ns = freshNamespace();
+    let runs = 0;
+    const impl = async ({ ms }: { ms: number }) => {
+      runs++;
+      await new Promise((r) => setTimeout(r, ms));
+      return { slept: ms };
+    };
+    const first = worker(server, ns).implement(slow, impl);
+    await first.start();
+    await using c = await client(server, ns);
+    const handle = await c.send(slow, { ms: 800 });
+    await eventually(() => first.active === 1, 5000, "the task to start");
+    await first.close({ graceMs: 0 });
+    await using second = worker(server, ns).implement(slow, impl);
+    await second.start();
+    assert.deepEqual(await handle.result({ timeout: 10_000 }), { slept: 800 });
+    assert.equal(runs, 2);
+  });
+
+  test("worker - with prefetch 1 a worker holds one message, so a second worker takes the next", async () => {
+    const ns = freshNamespace();
+    const ran: string[] = [];
+    const mk = (label: string) => worker(server, ns, { concurrency: 1, prefetch: 1 }).implement(slow, async ({ ms }) => {
+      ran.push(label);
+      await new Promise((r) => setTimeout(r, ms));
+      return { slept: ms };
+    });
+    await using a = mk("a");
+    await a.start();
+    await using c = await client(server, ns);
+    const first = await c.send(slow, { ms: 1500 });
+    await eventually(() => a.active === 1, 5000, "a to start");
+    const second = await c.send(slow, { ms: 10 });
+    await using b = mk("b");
+    await b.start();
+    await second.result({ timeout: 10_000 });
+    assert.deepEqual(ran, ["a", "b"], "the second task ran on b while a was busy");
+    await first.result({ timeout: 10_000 });
+  });
+});
