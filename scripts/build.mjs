@@ -11,6 +11,7 @@ export const entries = {
   worker: "sdk/worker/mod.ts",
   settings: "sdk/settings/mod.ts",
   testing: "sdk/testing/mod.ts",
+  cli: "sdk/cli/mod.ts",
 };
 
 const entryPoints = Object.fromEntries(Object.entries(entries).filter(([, file]) => existsSync(file)));
