@@ -53,6 +53,19 @@ export interface SendOptions extends TaskOptions {
   countdown?: number;
   /** Plain data carried with the task (tracing, parent ids). */
   meta?: Record<string, unknown>;
+  /**
+   * A caller's key for "this request": sends with the same key within `dedupeWindow` are stored
+   * once and share one task id (so they share one result).
+   */
+  idempotencyKey?: string;
+}
+
+/** Options of {@link Client.revoke}. */
+export interface RevokeOptions {
+  /** Also end a running execution for real (its executor is killed in the threads/processes pools). */
+  terminate?: boolean;
+  /** Why, for the record and the events. */
+  reason?: string;
 }
 
 /** Options of {@link Client.call}. */
@@ -72,7 +85,17 @@ export interface ConnectOptions extends SettingsInput {
 interface Waiter {
   resolve: (record: ResultRecord) => void;
   reject: (err: Error) => void;
+  /** Epoch ms of the last look at the results bucket for this task. */
+  checkedAt: number;
 }
+
+/**
+ * A reply can be lost (the caller was reconnecting when the worker answered); the stored result
+ * cannot. Waiters older than this re-read the results bucket, each at most this often.
+ */
+const STORED_RESULT_POLL_MS = 5_000;
+/** At most this many stored-result reads per poll, so thousands of waiting handles stay cheap. */
+const STORED_RESULT_POLL_BATCH = 200;
 
 /** Results replied to this client but not yet asked for are kept this long (bounded count). */
 const MAX_UNCLAIMED_RESULTS = 100_000;
@@ -142,6 +165,8 @@ export class Client implements AsyncDisposable {
         dlqMaxAge: s.dlqMaxAge,
         replicas: s.replicas,
         storage: s.storage,
+        duplicateWindow: s.dedupeWindow,
+        revokeExpires: s.revokeExpires,
       }).catch((err) => {
         this.#topology = undefined;
         throw err;
@@ -185,11 +210,11 @@ export class Client implements AsyncDisposable {
   ): Promise<TaskHandle<unknown>> {
     if (!checked.ok) throw new InvalidArgumentsError(name, checked.issues);
     if (this.#closed) throw new ConnectionClosedError("cannot send: the client is closed");
-    const { id: givenId, eta, countdown, meta, ...taskOptions } = options;
+    const { id: givenId, eta, countdown, meta, idempotencyKey, ...taskOptions } = options;
     checkTaskOptions(taskOptions as Record<string, unknown>, `send("${name}")`);
     const o: TaskOptions = sig ? { ...sig.options, ...stripUndefined(taskOptions) } : taskOptions;
-    const id = givenId ?? crypto.randomUUID();
     if (givenId !== undefined) assertTaskId(givenId);
+    const id = givenId ?? (idempotencyKey !== undefined ? idempotentId(idempotencyKey) : crypto.randomUUID());
     const now = Date.now();
     const queue = o.queue ?? DEFAULT_QUEUE;
     const message: TaskMessage = { v: PROTOCOL_VERSION, id, task: name, args, queue, sentAt: now, replyTo: `${this.#replyPrefix}.${id}` };
@@ -198,6 +223,9 @@ export class Client implements AsyncDisposable {
     if (etaMs !== undefined) message.eta = etaMs;
     if (o.expires !== undefined) message.expires = now + o.expires * 1000;
     if (o.retries !== undefined) message.maxRetries = o.retries;
+    if (o.retryDelay !== undefined) message.retryDelay = o.retryDelay;
+    if (o.retryDelayMax !== undefined) message.retryDelayMax = o.retryDelayMax;
+    if (taskOptions.autoretryFor !== undefined) message.autoretryFor = [...taskOptions.autoretryFor];
     if (o.softTimeLimit !== undefined) message.softTimeLimit = o.softTimeLimit;
     if (o.timeLimit !== undefined) message.timeLimit = o.timeLimit;
     if (meta !== undefined) message.meta = meta;
@@ -207,9 +235,25 @@ export class Client implements AsyncDisposable {
     const h = natsHeaders();
     h.set(HEADER.msgId, id);
     h.set(HEADER.task, name);
-    await this.publisher.publish(this.names.taskSubject(queue, o.priority ?? 0), body, h);
+    // A task with a future ETA waits in the scheduled stream, never in a worker's memory; the
+    // schedulers of the workers move it to its queue when it is due.
+    const subject = etaMs !== undefined && etaMs > Date.now()
+      ? this.names.scheduledSubject(queue)
+      : this.names.taskSubject(queue, o.priority ?? 0);
+    await this.publisher.publish(subject, body, h);
     this.#events?.push({ type: EVENT.sent, id, task: name, queue, at: now, args, ...(etaMs ? { eta: etaMs } : {}), ...(message.expires ? { expires: message.expires } : {}), ...(o.priority ? { priority: o.priority } : {}) });
     return new TaskHandle(this, id, name, sig);
+  }
+
+  /**
+   * Revokes task `id`: a worker that receives it later records REVOKED instead of running it, and a
+   * running execution has its signal aborted (or, with `terminate`, its executor killed). The
+   * revocation is stored (for `revokeExpires`), so workers started later honour it too.
+   */
+  async revoke(id: string, options: RevokeOptions = {}): Promise<void> {
+    assertTaskId(id);
+    const body = encode({ v: PROTOCOL_VERSION, id, at: Date.now(), terminate: options.terminate === true, reason: options.reason ?? "revoked by request" });
+    await this.publisher.publish(this.names.revokedSubject(id), body);
   }
 
   /** Sends a task and waits for its result (request/reply fast path, results bucket as fallback). */
@@ -272,6 +316,7 @@ export class Client implements AsyncDisposable {
     return new Promise<ResultRecord>((resolve, reject) => {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const waiter: Waiter = {
+        checkedAt: Date.now(),
         resolve: (r) => {
           if (timer) clearTimeout(timer);
           resolve(r);
@@ -291,7 +336,33 @@ export class Client implements AsyncDisposable {
         }, timeoutMs);
       }
       if (!sentHere) this.#followStoredResult(id);
+      this.#startPolling();
     });
+  }
+
+  #pollTimer: ReturnType<typeof setInterval> | undefined;
+
+  #startPolling(): void {
+    if (this.#pollTimer !== undefined) return;
+    this.#pollTimer = setInterval(() => {
+      if (this.#waiters.size === 0) {
+        clearInterval(this.#pollTimer);
+        this.#pollTimer = undefined;
+        return;
+      }
+      const now = Date.now();
+      let budget = STORED_RESULT_POLL_BATCH;
+      for (const [id, list] of this.#waiters) {
+        if (budget === 0) break;
+        const w = list[0]!;
+        if (now - w.checkedAt < STORED_RESULT_POLL_MS) continue;
+        w.checkedAt = now;
+        budget--;
+        this.#checkStored(id);
+      }
+    }, 1000);
+    // Waiting for a result keeps a script alive through its own promise, not through this timer.
+    (this.#pollTimer as { unref?: () => void }).unref?.();
   }
 
   #followStoredResult(id: string): void {
@@ -419,8 +490,13 @@ export class Client implements AsyncDisposable {
   async #watchConnection(): Promise<void> {
     for await (const s of this.nc.status()) {
       if (s.type === "reconnect") {
-        // Replies sent while we were away are lost; the stored results are not.
-        for (const id of this.#waiters.keys()) this.#checkStored(id);
+        // Replies sent while we were away are lost; the stored results are not. Look now, and
+        // let the poll look again soon (a result may be stored moments after we reconnected).
+        const soon = Date.now() - STORED_RESULT_POLL_MS + 1000;
+        for (const [id, list] of this.#waiters) {
+          for (const w of list) w.checkedAt = soon;
+          this.#checkStored(id);
+        }
       }
     }
     // The status iterator ends when the connection closes: nothing will answer pending waits.
@@ -441,6 +517,7 @@ export class Client implements AsyncDisposable {
     await this.#events?.close();
     await this.publisher.settle();
     this.publisher.close();
+    if (this.#pollTimer !== undefined) clearInterval(this.#pollTimer);
     this.#failWaiters(new ConnectionClosedError("the client was closed while waiting for a result"));
     if (this.#ownsConnection && !this.nc.isClosed()) await this.nc.drain();
     else if (!this.nc.isClosed()) this.#replySub.unsubscribe();
@@ -449,6 +526,21 @@ export class Client implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+}
+
+/**
+ * The task id an idempotency key stands for: the key itself when it is a valid id, otherwise a
+ * stable hash of it (FNV-1a, 64 bit), so the same key always names the same task.
+ */
+export function idempotentId(key: string): string {
+  if (typeof key !== "string" || key === "") throw new TypeError("idempotencyKey must be a non-empty string");
+  if (/^[A-Za-z0-9_=-][A-Za-z0-9_=.-]{0,127}$/.test(key)) return key;
+  let h = 0xcbf29ce484222325n;
+  for (const byte of new TextEncoder().encode(key)) {
+    h ^= BigInt(byte);
+    h = (h * 0x100000001b3n) & 0xffffffffffffffffn;
+  }
+  return `key-${h.toString(16).padStart(16, "0")}`;
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

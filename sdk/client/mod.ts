@@ -12,7 +12,7 @@
  * ```
  * @module
  */
-export { Client, connect, type CallOptions, type ConnectOptions, type SendOptions } from "./client.ts";
+export { Client, connect, idempotentId, type CallOptions, type ConnectOptions, type RevokeOptions, type SendOptions } from "./client.ts";
 export { recordOutcome, TaskHandle, type ResultOptions, type TaskStatus } from "./handle.ts";
 export { AckedPublisher, type PubAck, type PublisherOptions } from "./publisher.ts";
 export { EventBuffer } from "./events.ts";

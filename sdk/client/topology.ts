@@ -16,6 +16,8 @@ export interface TopologyOptions {
   storage: "file" | "memory";
   /** Seconds within which a re-sent task id (Nats-Msg-Id) is recognised as a duplicate. */
   duplicateWindow?: number;
+  /** Seconds a revocation is kept. */
+  revokeExpires?: number;
 }
 
 const NS_PER_S = 1_000_000_000;
@@ -27,6 +29,14 @@ export function streamConfigs(n: Names, o: TopologyOptions): Partial<StreamConfi
     {
       name: n.tasksStream,
       subjects: [n.tasksWildcard],
+      retention: "workqueue",
+      discard: "old",
+      duplicate_window: (o.duplicateWindow ?? 120) * NS_PER_S,
+      ...common,
+    },
+    {
+      name: n.scheduledStream,
+      subjects: [n.scheduledWildcard],
       retention: "workqueue",
       discard: "old",
       duplicate_window: (o.duplicateWindow ?? 120) * NS_PER_S,
@@ -62,6 +72,18 @@ export function streamConfigs(n: Names, o: TopologyOptions): Partial<StreamConfi
       deny_delete: true,
       allow_direct: true,
       duplicate_window: Math.min(120, o.resultExpires) * NS_PER_S,
+      ...common,
+    },
+    {
+      name: `KV_${n.revokedBucket}`,
+      subjects: [`$KV.${n.revokedBucket}.>`],
+      retention: "limits",
+      max_msgs_per_subject: 1,
+      max_age: (o.revokeExpires ?? 86_400) * NS_PER_S,
+      discard: "new",
+      allow_rollup_hdrs: true,
+      deny_delete: true,
+      allow_direct: true,
       ...common,
     },
   ] as Partial<StreamConfig>[];

@@ -79,6 +79,11 @@ export interface TaskMessage {
   timeLimit?: number;
   /** Maximum retries allowed for this task. */
   maxRetries?: number;
+  /** Seconds before the first retry (doubled each retry), and its ceiling; override the signature's. */
+  retryDelay?: number;
+  retryDelayMax?: number;
+  /** Error names that are retried (others fail at once); overrides the signature's. */
+  autoretryFor?: string[];
   /** Free-form tracing data (parent, root, user metadata). Plain values only. */
   meta?: Record<string, unknown>;
 }
@@ -98,6 +103,17 @@ export interface ResultRecord {
   receivedAt?: number;
   startedAt?: number;
   finishedAt?: number;
+}
+
+/** Stored under the task id in the revocations bucket. */
+export interface Revocation {
+  v: number;
+  id: string;
+  /** Epoch ms. */
+  at: number;
+  /** End a running execution for real, not only abort its signal. */
+  terminate: boolean;
+  reason: string;
 }
 
 /** A message on a `replyTo` subject: a final result, or a progress report. */
@@ -174,10 +190,13 @@ export function decodeTaskMessage(bytes: Uint8Array): TaskMessage {
   if (typeof queue !== "string") throw new ProtocolError("task message has no string `queue`");
   if (typeof sentAt !== "number") throw new ProtocolError("task message has no numeric `sentAt`");
   if (!("args" in value)) throw new ProtocolError("task message has no `args`");
-  for (const key of ["retries", "eta", "expires", "priority", "softTimeLimit", "timeLimit", "maxRetries"] as const) {
+  for (const key of ["retries", "eta", "expires", "priority", "softTimeLimit", "timeLimit", "maxRetries", "retryDelay", "retryDelayMax"] as const) {
     if (value[key] !== undefined && typeof value[key] !== "number") throw new ProtocolError(`task message field \`${key}\` must be a number`);
   }
   if (value.replyTo !== undefined && typeof value.replyTo !== "string") throw new ProtocolError("task message field `replyTo` must be a string");
+  if (value.autoretryFor !== undefined && (!Array.isArray(value.autoretryFor) || !value.autoretryFor.every((x) => typeof x === "string"))) {
+    throw new ProtocolError("task message field `autoretryFor` must be a list of strings");
+  }
   return value as unknown as TaskMessage;
 }
 

@@ -57,10 +57,24 @@ export interface Names {
   readonly dlqStream: string;
   /** KV bucket of task results, keyed by task id, with expiry. Written by workers, read by clients. */
   readonly resultsBucket: string;
+  /**
+   * WorkQueue stream of tasks waiting for their ETA (countdowns and retry delays). Written by clients
+   * and workers; read by every worker's scheduler, which moves a due task to its queue.
+   */
+  readonly scheduledStream: string;
+  /** Durable consumer shared by the schedulers of all workers. */
+  readonly schedulerConsumer: string;
+  /** KV bucket of revocations, keyed by task id, with expiry. Written by clients, watched by workers. */
+  readonly revokedBucket: string;
   /** Subject filter matching every task subject of the namespace. */
   readonly tasksWildcard: string;
   readonly eventsWildcard: string;
   readonly dlqWildcard: string;
+  readonly scheduledWildcard: string;
+  /** Subject a task with a future ETA for `queue` waits on. */
+  scheduledSubject(queue: string): string;
+  /** Subject a revocation of task `id` is stored on. */
+  revokedSubject(id: string): string;
   /** Subject a task for `queue` at `priority` is published to. */
   taskSubject(queue: string, priority?: number): string;
   /** Filter subject of the durable consumer that serves `queue`. */
@@ -84,6 +98,7 @@ export function names(ns = "celerity"): Names {
   assertToken("namespace", ns);
   const upper = ns.toUpperCase().replace(/-/g, "_");
   const resultsBucket = `${ns}_results`;
+  const revokedBucket = `${ns}_revoked`;
   const tasksPrefix = `${ns}.tasks.`;
   return {
     namespace: ns,
@@ -91,6 +106,12 @@ export function names(ns = "celerity"): Names {
     eventsStream: `${upper}_EVENTS`,
     dlqStream: `${upper}_DLQ`,
     resultsBucket,
+    scheduledStream: `${upper}_SCHEDULED`,
+    schedulerConsumer: "scheduler",
+    revokedBucket,
+    scheduledWildcard: `${ns}.scheduled.>`,
+    scheduledSubject: (queue) => `${ns}.scheduled.${queue}`,
+    revokedSubject: (id) => `$KV.${revokedBucket}.${id}`,
     tasksWildcard: `${ns}.tasks.>`,
     eventsWildcard: `${ns}.events.>`,
     dlqWildcard: `${ns}.dlq.>`,

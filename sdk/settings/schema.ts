@@ -23,6 +23,8 @@ export const SETTINGS_DEFAULTS = {
   replicas: 1,
   storage: "file",
   dlqMaxAge: 30 * 86_400,
+  dedupeWindow: 120,
+  revokeExpires: 86_400,
 } as const;
 
 /** Setting key (dotted for nested keys) → the environment variable that sets it. */
@@ -177,6 +179,8 @@ export const settingsSchema = v.strictObject(
     replicas: v.optional(int(1, 5), D.replicas),
     storage: v.optional(v.picklist(["file", "memory"], 'must be "file" or "memory"'), D.storage),
     dlqMaxAge: v.optional(positive(), D.dlqMaxAge),
+    dedupeWindow: v.optional(positive(), D.dedupeWindow),
+    revokeExpires: v.optional(positive(), D.revokeExpires),
   },
   "must be an object of settings",
 );

@@ -28,6 +28,11 @@ export interface TaskOptions {
   timeLimit?: number;
   /** Seconds from sending after which the task must not start (it is recorded as REVOKED: expired). */
   expires?: number;
+  /**
+   * Error names (`err.name`, e.g. "TimeoutError") that are retried; other errors fail at once.
+   * Without it, every retryable error is retried up to `retries` times.
+   */
+  autoretryFor?: readonly string[];
 }
 
 /** A typed task contract: plain data plus schemas. Create one with {@link signature}. */
@@ -121,7 +126,7 @@ export function isStandardSchema(value: unknown): value is StandardSchemaV1 {
     typeof (value as { "~standard"?: { validate?: unknown } })["~standard"]?.validate === "function";
 }
 
-const OPTION_KEYS = new Set(["queue", "priority", "retries", "retryDelay", "retryDelayMax", "softTimeLimit", "timeLimit", "expires"]);
+const OPTION_KEYS = new Set(["queue", "priority", "retries", "retryDelay", "retryDelayMax", "softTimeLimit", "timeLimit", "expires", "autoretryFor"]);
 
 /** Throws a ProtocolError naming the option and value when task options are invalid. */
 export function checkTaskOptions(options: Record<string, unknown>, where: string): void {
@@ -132,6 +137,12 @@ export function checkTaskOptions(options: Record<string, unknown>, where: string
     }
     if (key === "queue") {
       assertToken("queue", value as string);
+      continue;
+    }
+    if (key === "autoretryFor") {
+      if (!Array.isArray(value) || !value.every((x) => typeof x === "string" && x !== "")) {
+        throw new ProtocolError(`${where}: option "autoretryFor" = ${JSON.stringify(value)} must be a list of error names, e.g. ["TimeoutError"]`);
+      }
       continue;
     }
     if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {

@@ -12,7 +12,9 @@
  * @module
  */
 export {
+  MaxRetriesExceededError,
   NonRetryableError,
+  RetryRequested,
   SoftTimeLimitExceeded,
   Worker,
   WorkerShutdownError,

@@ -59,6 +59,16 @@ export class QueuePuller {
     this.#pull();
   }
 
+  /**
+   * The connection came back: pull requests die with the old connection (or the server that held
+   * them), so forget them and ask again now instead of waiting for missed heartbeats.
+   */
+  reconnected(): void {
+    if (this.#stopped) return;
+    this.#requested = 0;
+    void this.#repair("reconnected");
+  }
+
   /** Stops asking for messages. Messages of pulls still open keep arriving until they expire. */
   stop(): void {
     this.#stopped = true;

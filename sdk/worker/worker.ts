@@ -25,6 +25,8 @@ import {
   InvalidResultError,
   NonRetryableError,
   parseAckSubject,
+  TaskRevokedError,
+  type Revocation,
   PROTOCOL_VERSION,
   STATE,
   toErrorShape,
@@ -39,6 +41,8 @@ import { validate, type AnySignature, type ArgsOutput, type ResultInput } from "
 import { hostIdentity, onTerminationSignals } from "../transport/mod.ts";
 import { createLogger, type Logger, type LogLevel } from "./logger.ts";
 import { QueuePuller } from "./puller.ts";
+import { Revocations } from "./revocations.ts";
+import { handleScheduled } from "./scheduler.ts";
 
 /** What a handler receives beside its arguments. */
 export interface TaskContext {
@@ -57,6 +61,12 @@ export interface TaskContext {
   readonly signal: AbortSignal;
   /** Reports progress to the caller, to watchers of the task and to the events stream. */
   progress(value: unknown): void;
+  /**
+   * Ends this run and schedules a retry (Celery's `self.retry()`): throws, so call it as
+   * `throw ctx.retry(...)` or `return ctx.retry(...)`. Past the task's retries it fails with
+   * MaxRetriesExceededError instead.
+   */
+  retry(options?: { delay?: number; reason?: string }): never;
   /** Logs with the task's id and name attached. */
   readonly log: Logger;
   /** Data the sender attached. */
@@ -92,6 +102,8 @@ export interface WorkerOptions extends ConnectOptions {
    * long, so short tasks cost one stored record and long ones still show their state. Default 200 ms.
    */
   stateWriteDelayMs?: number;
+  /** Run a scheduler that moves due delayed tasks to their queues (default true; one per worker is enough). */
+  scheduler?: boolean;
 }
 
 interface Registration {
@@ -112,6 +124,23 @@ interface InFlight {
   lastWorkingAt: number;
   abort: AbortController;
   settled: boolean;
+  /** Set when the task was revoked while it ran. */
+  revoked?: Revocation;
+  /** A scheduled-stream message (settled without releasing a queue credit). */
+  fromScheduler?: boolean;
+}
+
+/** Thrown by `ctx.retry()`: the worker schedules the retry. */
+export class RetryRequested extends Error {
+  override name = "RetryRequested";
+  constructor(readonly delaySeconds: number | undefined, readonly reason: string) {
+    super(`retry requested: ${reason}`);
+  }
+}
+
+/** A task asked for (or failed into) a retry beyond its `retries`. */
+export class MaxRetriesExceededError extends Error {
+  override name = "MaxRetriesExceededError";
 }
 
 const MS = 1000;
@@ -134,6 +163,8 @@ export class Worker implements AsyncDisposable {
   #ackWaitMs = 30_000;
   #maxDeliver = 10;
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
+  #revocations: Revocations | undefined;
+  #scheduler: QueuePuller | undefined;
   #state: "new" | "starting" | "running" | "stopping" | "closed" = "new";
   #closed: Promise<void> | undefined;
   #closedResolve!: () => void;
@@ -199,6 +230,10 @@ export class Worker implements AsyncDisposable {
     this.#events = s.events ? new EventBuffer(this.#publisher, this.#client.names.eventsSubject("task"), this.#client.nc) : undefined;
     await this.#client.ensureTopology();
     const jsm = await this.#client.jsm();
+    // Revocations first: a task received from now on is checked against every stored revocation.
+    this.#revocations = new Revocations(this.#client.nc, this.#client.names.revokedBucket, s.revokeExpires * MS, (r) => this.#onRevoke(r));
+    await this.#revocations.start();
+    if (this.#options.scheduler !== false) await this.#startScheduler(jsm);
     for (const queue of this.queues) {
       await this.#ensureConsumer(jsm, queue);
       const puller = new QueuePuller(this.#client.nc, {
@@ -214,6 +249,7 @@ export class Worker implements AsyncDisposable {
       this.#pullers.set(queue, puller);
       puller.start();
     }
+    void this.#watchConnection();
     this.#sweepTimer = setInterval(() => this.#sweep(), Math.min(250, this.#stateWriteDelay() / 2, this.#ackWaitMs / 3));
     this.#state = "running";
     this.#log.info(`worker ready`, { queues: this.queues, concurrency: this.#concurrency, prefetch: this.#prefetch, tasks: this.registered });
@@ -234,6 +270,66 @@ export class Worker implements AsyncDisposable {
     await this.#done;
     off();
   }
+
+  async #startScheduler(jsm: JetStreamManager): Promise<void> {
+    const client = this.#client!;
+    const n = client.names;
+    const ensure = async (j: JetStreamManager) => {
+      try {
+        await j.consumers.info(n.scheduledStream, n.schedulerConsumer);
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+        await j.consumers.add(n.scheduledStream, {
+          durable_name: n.schedulerConsumer,
+          ack_policy: "explicit" as never,
+          ack_wait: 30 * 1e9,
+          max_deliver: -1,
+          // Every waiting delayed task is "pending" on this consumer: no cap.
+          max_ack_pending: -1,
+          max_waiting: 512,
+        });
+      }
+    };
+    await ensure(jsm);
+    const puller: QueuePuller = new QueuePuller(client.nc, {
+      stream: n.scheduledStream,
+      consumer: n.schedulerConsumer,
+      prefetch: 256,
+      onMessage: (msg) => {
+        void handleScheduled(n, this.#publisher, (reply, body) => client.nc.publish(reply, body), msg, async (m, reason) => {
+          const queue = m.subject.slice(n.scheduledWildcard.length - 1) || "unknown";
+          const shape = { type: "ProtocolError", message: reason, retryable: false };
+          await this.#deadLetter(queue, m, undefined, DLQ_REASON.undecodable, reason, shape, undefined, true);
+        }).finally(() => puller.release());
+      },
+      onStalled: async () => ensure(await client.jsm()),
+    });
+    this.#scheduler = puller;
+    puller.start();
+  }
+
+  async #watchConnection(): Promise<void> {
+    for await (const s of this.#client!.nc.status()) {
+      if (s.type === "reconnect") {
+        this.#log.warn("reconnected to NATS; renewing pull requests");
+        for (const p of this.#pullers.values()) p.reconnected();
+        this.#scheduler?.reconnected();
+      }
+    }
+  }
+
+  #onRevoke(r: Revocation): void {
+    for (const f of this.#inFlight) {
+      if (f.task.id !== r.id || f.settled) continue;
+      f.revoked = r;
+      f.abort.abort(new TaskRevokedError(r.id, r.reason));
+      this.#log.info(`revoked ${r.id} while it ran${r.terminate ? " (terminate)" : ""}: ${r.reason}`);
+      if (r.terminate) this.#terminate?.(f);
+    }
+  }
+
+  /** Set by a pool that can kill executions; inline handlers can only be aborted by their signal. */
+  #terminate: ((f: InFlight) => void) | undefined;
 
   #stateWriteDelay(): number {
     return this.#options.stateWriteDelayMs ?? 200;
@@ -288,13 +384,19 @@ export class Worker implements AsyncDisposable {
       return;
     }
     const now = Date.now();
+    const revocation = this.#revocations?.get(task.id);
+    if (revocation) {
+      void this.#finishRevoked(queue, msg, task, revocation.reason);
+      return;
+    }
     if (task.expires !== undefined && task.expires < now) {
       void this.#finishRevoked(queue, msg, task, `expired at ${new Date(task.expires).toISOString()} before it started`);
       return;
     }
     if (task.eta !== undefined && task.eta > now + 50) {
-      // Not due yet: the server holds it and redelivers it when it is (see docs/guarantees.md).
-      this.#settle(queue, msg, `${ACK.nak} ${JSON.stringify({ delay: Math.round((task.eta - now) * 1e6) })}`);
+      // Not due yet (sent by a client that did not use the scheduled stream): move it there, so
+      // waiting never counts as a delivery.
+      void this.#moveToScheduled(queue, msg);
       return;
     }
     const flight: InFlight = {
@@ -306,6 +408,15 @@ export class Worker implements AsyncDisposable {
     const checked = validate(reg.sig.args, task.args);
     if (checked instanceof Promise) checked.then((c) => this.#schedule(flight, reg, c), (e) => this.#schedule(flight, reg, { ok: false, issues: [{ message: String(e), path: "" }] }));
     else this.#schedule(flight, reg, checked);
+  }
+
+  async #moveToScheduled(queue: string, msg: Msg): Promise<void> {
+    try {
+      await this.#publisher.publish(this.#client!.names.scheduledSubject(queue), msg.data, copyHeaders(msg.headers));
+      this.#settle(queue, msg, ACK.ack);
+    } catch {
+      this.#settle(queue, msg, `${ACK.nak} ${JSON.stringify({ delay: 1e9 })}`);
+    }
   }
 
   #schedule(flight: InFlight, reg: Registration, checked: { ok: true; value: unknown } | { ok: false; issues: { message: string; path: string }[] }): void {
@@ -324,6 +435,13 @@ export class Worker implements AsyncDisposable {
     if (this.#state !== "running" && this.#state !== "stopping") return;
     this.#running++;
     const { task } = flight;
+    const revokedMeanwhile = this.#revocations?.get(task.id);
+    if (revokedMeanwhile) {
+      flight.revoked = revokedMeanwhile;
+      await this.#storeAndAck(flight, this.#record(flight, STATE.revoked, { error: { type: "TaskRevokedError", message: revokedMeanwhile.reason, retryable: false } }));
+      this.#finishSlot();
+      return;
+    }
     const startedAt = Date.now();
     flight.startedAt = startedAt;
     flight.state = STATE.started;
@@ -341,13 +459,28 @@ export class Worker implements AsyncDisposable {
       if (!checked.ok) throw new InvalidResultError(task.task, checked.issues);
       record = this.#record(flight, STATE.success, { result: value });
       this.stats.succeeded++;
-    } catch (err) {
-      const shape = toErrorShape(err);
+    } catch (caught) {
+      let err = caught;
       const retries = task.retries ?? 0;
       const maxRetries = task.maxRetries ?? reg.sig.options.retries ?? 0;
-      if (shape.retryable && retries < maxRetries && this.#state === "running") {
+      if (flight.revoked) {
         clearTimeout(softTimer);
-        await this.#retry(flight, reg, shape);
+        if (!flight.settled) {
+          await this.#storeAndAck(flight, this.#record(flight, STATE.revoked, { error: { type: "TaskRevokedError", message: flight.revoked.reason, retryable: false } }));
+        }
+        this.#finishSlot();
+        return;
+      }
+      const requested = err instanceof RetryRequested;
+      if (requested && retries >= maxRetries) {
+        err = new MaxRetriesExceededError(`task "${task.task}" asked to retry (${(caught as RetryRequested).reason}) but has used its ${maxRetries} retries`);
+      }
+      const shape = toErrorShape(err);
+      const autoretryFor = task.autoretryFor ?? reg.sig.options.autoretryFor;
+      const wanted = requested || (shape.retryable && (!autoretryFor || autoretryFor.includes(shape.type)));
+      if (wanted && retries < maxRetries && this.#state === "running" && !flight.settled) {
+        clearTimeout(softTimer);
+        await this.#retry(flight, reg, shape, requested ? (caught as RetryRequested).delaySeconds : undefined);
         this.#finishSlot();
         return;
       }
@@ -399,6 +532,9 @@ export class Worker implements AsyncDisposable {
       meta: task.meta ?? {},
       worker: this.identity,
       client,
+      retry: (options = {}) => {
+        throw new RetryRequested(options.delay, options.reason ?? "requested by the task");
+      },
       progress: (value: unknown) => {
         const at = Date.now();
         const body = encode({ v: PROTOCOL_VERSION, kind: "progress", id: task.id, progress: value, at });
@@ -448,6 +584,11 @@ export class Worker implements AsyncDisposable {
     if (flight.settled) return;
     flight.settled = true;
     this.#inFlight.delete(flight);
+    if (flight.fromScheduler) {
+      // The scheduler's puller is released by its own handler.
+      if (flight.msg.reply && !this.#client!.nc.isClosed()) this.#client!.nc.publish(flight.msg.reply, ack);
+      return;
+    }
     this.#settle(flight.queue, flight.msg, ack);
   }
 
@@ -456,13 +597,15 @@ export class Worker implements AsyncDisposable {
     this.#pullers.get(queue)?.release();
   }
 
-  async #retry(flight: InFlight, reg: Registration, error: ErrorShape): Promise<void> {
+  async #retry(flight: InFlight, reg: Registration, error: ErrorShape, explicitDelay?: number): Promise<void> {
     const { task } = flight;
     const retries = (task.retries ?? 0) + 1;
-    const base = reg.sig.options.retryDelay ?? 1;
-    const cap = reg.sig.options.retryDelayMax ?? 600;
-    // Exponential backoff with full jitter keeps retry storms from synchronising.
-    const delayMs = Math.min(cap, base * 2 ** (retries - 1)) * MS * (0.5 + Math.random() / 2);
+    const base = task.retryDelay ?? reg.sig.options.retryDelay ?? 1;
+    const cap = task.retryDelayMax ?? reg.sig.options.retryDelayMax ?? 600;
+    // Exponential backoff with jitter (half to full delay) keeps retry storms from synchronising.
+    const delayMs = explicitDelay !== undefined
+      ? explicitDelay * MS
+      : Math.min(cap, base * 2 ** (retries - 1)) * MS * (0.5 + Math.random() / 2);
     const next: TaskMessage = { ...task, retries, eta: Date.now() + delayMs };
     const client = this.#client!;
     const h = natsHeaders();
@@ -470,7 +613,8 @@ export class Worker implements AsyncDisposable {
     h.set(HEADER.msgId, `${task.id}.r${retries}`);
     h.set(HEADER.task, task.task);
     try {
-      await this.#publisher.publish(flight.msg.subject, encode(next), h);
+      // The retry waits in the scheduled stream like any delayed task.
+      await this.#publisher.publish(client.names.scheduledSubject(flight.queue), encode(next), h);
     } catch (err) {
       this.#log.error(`could not schedule retry ${retries} of ${task.id}; returning the message`, { error: (err as Error).message });
       this.#finishFlight(flight, ACK.nak);
@@ -491,17 +635,15 @@ export class Worker implements AsyncDisposable {
    * Copies the message to the dead-letter stream with the reason, records FAILURE under the task
    * id when there is one, and only then acks the original.
    */
-  async #deadLetter(queue: string, msg: Msg, task: TaskMessage | undefined, reason: DlqReason, detail: string, error: ErrorShape, flight?: InFlight): Promise<void> {
+  async #deadLetter(queue: string, msg: Msg, task: TaskMessage | undefined, reason: DlqReason, detail: string, error: ErrorShape, flight?: InFlight, fromScheduler = false): Promise<void> {
     this.#log.warn(`dead-lettering a message of queue ${queue}: ${reason}: ${detail}`);
     const id = task?.id ?? msg.headers?.get(HEADER.id) ?? msg.headers?.get(HEADER.msgId) ?? undefined;
     const f: InFlight = flight ?? {
       msg, queue, task: task ?? { v: PROTOCOL_VERSION, id: id ?? "", task: msg.headers?.get(HEADER.task) || "unknown", args: undefined, queue, sentAt: 0 },
       deliveryCount: 1, receivedAt: Date.now(), state: STATE.failure, lastWorkingAt: Date.now(), abort: new AbortController(), settled: false,
     };
+    if (fromScheduler) f.fromScheduler = true;
     const record = id ? this.#record(f, STATE.failure, { error }) : undefined;
-    if (!record) {
-      this.#inFlight.add(f);
-    }
     await this.#deadLetterAfterRun(f, record, reason, detail);
   }
 
@@ -583,6 +725,7 @@ export class Worker implements AsyncDisposable {
     }
     this.#state = "stopping";
     for (const p of this.#pullers.values()) p.stop();
+    this.#scheduler?.stop();
     // Messages held but not started go back at once, so another worker takes them now.
     const waiting = [...this.#inFlight].filter((f) => f.startedAt === undefined && !f.settled && f.state === STATE.received);
     this.#waiting.length = 0;
@@ -597,6 +740,8 @@ export class Worker implements AsyncDisposable {
     await this.#events?.close();
     await this.#publisher.settle();
     for (const p of this.#pullers.values()) p.close();
+    this.#scheduler?.close();
+    this.#revocations?.stop();
     if (this.#ownsClient) await this.#client!.close();
     this.#state = "closed";
     this.#log.info("worker closed", { ...this.stats });

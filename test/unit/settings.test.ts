@@ -67,6 +67,8 @@ test("settings - with no file, environment or code every default applies", () =>
     replicas: 1,
     storage: "file",
     dlqMaxAge: 2592000,
+    dedupeWindow: 120,
+    revokeExpires: 86400,
   });
   // No server configured is meaningful (the caller may start an embedded one): it stays undefined.
   assert.equal(settings.servers, undefined);

@@ -1,0 +1,70 @@
+/**
+ * The worker's view of the revocations bucket. The bucket is the truth (it survives every restart);
+ * this is a cache of it fed by a KV watch that first replays what is stored, then follows live
+ * changes and resumes from its last revision after a reconnect (the KV library's ordered consumer).
+ */
+import { Kvm, type KvWatchEntry } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { decode, type Revocation } from "../protocol/mod.ts";
+
+/** Follows the revocations bucket. */
+export class Revocations {
+  readonly #byId = new Map<string, Revocation>();
+  #stop: (() => void) | undefined;
+  #ready!: Promise<void>;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly bucket: string,
+    private readonly expiresMs: number,
+    private readonly onRevoke: (r: Revocation) => void,
+  ) {}
+
+  /** Starts watching; resolves once everything already stored has been read. */
+  async start(): Promise<void> {
+    const kv = await new Kvm(this.nc).open(this.bucket);
+    let markReady!: () => void;
+    this.#ready = new Promise((r) => (markReady = r));
+    // Stored entries arrive first, counting down `delta` to 0; an empty bucket sends none.
+    if ((await kv.status()).values === 0) markReady();
+    const watch = await kv.watch({ key: ">" });
+    this.#stop = () => watch.stop();
+    void (async () => {
+      for await (const entry of watch as AsyncIterable<KvWatchEntry>) {
+        // The last stored entry arrives with delta 0 (already flagged isUpdate by the library).
+        if ((entry.delta ?? 0) === 0) markReady();
+        if (entry.operation !== "PUT" || entry.value.length === 0) continue;
+        try {
+          const r = decode(entry.value) as Revocation;
+          if (typeof r?.id !== "string") continue;
+          this.#byId.set(r.id, r);
+          this.onRevoke(r);
+        } catch {
+          /* not a revocation record: ignore */
+        }
+      }
+    })();
+    // A watch that never reports its last stored entry must not block start-up forever.
+    await Promise.race([this.#ready, new Promise((r) => setTimeout(r, 5000))]);
+  }
+
+  /** The revocation of `id`, if it is revoked and the revocation has not expired. */
+  get(id: string): Revocation | undefined {
+    const r = this.#byId.get(id);
+    if (r && Date.now() - r.at > this.expiresMs) {
+      this.#byId.delete(id);
+      return undefined;
+    }
+    return r;
+  }
+
+  /** Number of revocations held (for inspect). */
+  get size(): number {
+    return this.#byId.size;
+  }
+
+  /** Stops watching. */
+  stop(): void {
+    this.#stop?.();
+  }
+}
