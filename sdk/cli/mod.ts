@@ -65,10 +65,7 @@ function report(err: unknown, io: Io, command: Command): number {
     return EXIT.usage;
   }
   if (err instanceof RemoteTaskError) {
-    // Its message is `task "<name>" (<id>) failed: <type>: <message>`; show the remote part.
-    const prefix = `task "${err.task}" (${err.taskId}) failed: ${err.remoteType}: `;
-    const message = err.message.startsWith(prefix) ? err.message.slice(prefix.length) : err.message;
-    io.err(`error: ${err.remoteType}: ${message}`);
+    io.err(`error: ${err.remoteType}: ${err.remoteMessage}`);
     return EXIT.failed;
   }
   io.err(`error: ${err instanceof Error ? err.message || err.name : String(err)}`);

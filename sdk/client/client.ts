@@ -38,6 +38,7 @@ import {
 } from "../signatures/mod.ts";
 import { loadSettings, type Settings, type SettingsInput } from "../settings/mod.ts";
 import { environment, openConnection, readTextFile } from "../transport/mod.ts";
+import type { Callbacks } from "../canvas/mod.ts";
 import { EventBuffer } from "./events.ts";
 import { recordOutcome, TaskHandle, type TaskStatus } from "./handle.ts";
 import { AckedPublisher } from "./publisher.ts";
@@ -58,6 +59,8 @@ export interface SendOptions extends TaskOptions {
    * once and share one task id (so they share one result).
    */
   idempotencyKey?: string;
+  /** Tasks to send when this one finishes (see celerity/canvas: `link`, `linkError`). */
+  callbacks?: Callbacks;
 }
 
 /** Options of {@link Client.revoke}. */
@@ -210,7 +213,7 @@ export class Client implements AsyncDisposable {
   ): Promise<TaskHandle<unknown>> {
     if (!checked.ok) throw new InvalidArgumentsError(name, checked.issues);
     if (this.#closed) throw new ConnectionClosedError("cannot send: the client is closed");
-    const { id: givenId, eta, countdown, meta, idempotencyKey, ...taskOptions } = options;
+    const { id: givenId, eta, countdown, meta, idempotencyKey, callbacks, ...taskOptions } = options;
     checkTaskOptions(taskOptions as Record<string, unknown>, `send("${name}")`);
     const o: TaskOptions = sig ? { ...sig.options, ...stripUndefined(taskOptions) } : taskOptions;
     if (givenId !== undefined) assertTaskId(givenId);
@@ -229,6 +232,7 @@ export class Client implements AsyncDisposable {
     if (o.softTimeLimit !== undefined) message.softTimeLimit = o.softTimeLimit;
     if (o.timeLimit !== undefined) message.timeLimit = o.timeLimit;
     if (meta !== undefined) message.meta = meta;
+    if (callbacks !== undefined) message.callbacks = callbacks;
     const body = encode(message);
     const max = this.nc.info?.max_payload ?? 1024 * 1024;
     if (body.length > max) throw new PayloadTooLargeError(body.length, max, `task "${name}" (${id})`);

@@ -86,6 +86,8 @@ export interface TaskMessage {
   autoretryFor?: string[];
   /** Free-form tracing data (parent, root, user metadata). Plain values only. */
   meta?: Record<string, unknown>;
+  /** Work to send when this task finishes (links, chain steps, chord membership): see docs/canvas.md. */
+  callbacks?: unknown;
 }
 
 /** Stored under the task id in the results bucket, and sent to `replyTo`. */
@@ -206,7 +208,9 @@ export function decodeResultRecord(bytes: Uint8Array): ResultRecord {
   if (!isRecord(value) || typeof value.id !== "string" || typeof value.state !== "string") {
     throw new ProtocolError("result record is not a map with `id` and `state`");
   }
-  return value as unknown as ResultRecord;
+  // Stored records are the reply bytes as sent (one encoding for both): drop the reply's `kind`.
+  const { kind: _kind, ...record } = value;
+  return record as unknown as ResultRecord;
 }
 
 /** Decodes a reply (result or progress). */

@@ -75,6 +75,8 @@ export class RemoteTaskError extends CelerityError {
   override name = "RemoteTaskError";
   /** The class name of the error raised on the worker. */
   readonly remoteType: string;
+  /** The error's own message on the worker, without the task prefix this error adds. */
+  readonly remoteMessage: string;
   readonly remoteStack: string | undefined;
   readonly retryable: boolean;
   readonly details: unknown;
@@ -85,6 +87,7 @@ export class RemoteTaskError extends CelerityError {
   ) {
     super(`task "${task}" (${taskId}) failed: ${shape.type}: ${shape.message}`);
     this.remoteType = shape.type;
+    this.remoteMessage = shape.message;
     this.remoteStack = shape.stack;
     this.retryable = shape.retryable;
     this.details = shape.details;

@@ -45,7 +45,8 @@ export function connectionOptions(settings: Settings): ConnectionOptions {
     maxReconnectAttempts: settings.reconnect.maxAttempts,
     reconnectTimeWait: settings.reconnect.waitMs,
     reconnectJitter: settings.reconnect.jitterMs,
-    // Let a client wait for the first server instead of failing when a worker fleet starts first.
+    // Fail fast when no server answers at start (a clear error beats a silent wait); once
+    // connected, reconnects follow the reconnect policy above.
     waitOnFirstConnect: false,
   };
   if (settings.name) opts.name = settings.name;

@@ -38,6 +38,7 @@ import {
   type WorkerIdentity,
 } from "../protocol/mod.ts";
 import { validate, type AnySignature, type ArgsOutput, type ResultInput } from "../signatures/mod.ts";
+import { afterTask } from "../canvas/mod.ts";
 import { hostIdentity, onTerminationSignals } from "../transport/mod.ts";
 import { createLogger, type Logger, type LogLevel } from "./logger.ts";
 import { QueuePuller } from "./puller.ts";
@@ -565,9 +566,12 @@ export class Worker implements AsyncDisposable {
     if (flight.stateWrite) await flight.stateWrite.catch(() => {});
     try {
       await this.#publisher.publish(client.names.resultSubject(record.id), body);
+      // Follow-up work is sent before the ack, so it is never lost with a crash in between.
+      if (flight.task.callbacks !== undefined) await afterTask(client, flight.task, record);
     } catch (err) {
-      // Not stored: do not ack. Hand the message back so the task runs again (at-least-once).
-      this.#log.error(`could not store the result of ${record.id}; returning the message to the queue`, { error: (err as Error).message });
+      // Not stored (or its callbacks not sent): do not ack. Hand the message back so the task
+      // runs again (at-least-once; callbacks are deduplicated by their derived ids).
+      this.#log.error(`could not store the result of ${record.id} or send its callbacks; returning the message to the queue`, { error: (err as Error).message });
       this.#finishFlight(flight, ACK.nak);
       return;
     }
@@ -677,6 +681,11 @@ export class Worker implements AsyncDisposable {
       await this.#publisher.publish(client.names.resultSubject(record.id), body).catch((err) => {
         this.#log.error(`could not store the FAILURE record of ${record.id} (the dead letter is stored)`, { error: (err as Error).message });
       });
+      if (flight.task.callbacks !== undefined) {
+        await afterTask(client, flight.task, record).catch((err) => {
+          this.#log.error(`could not send the error callbacks of ${record.id} (the dead letter keeps the task)`, { error: (err as Error).message });
+        });
+      }
     }
     this.#finishFlight(flight, ACK.ack);
   }
