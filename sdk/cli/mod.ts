@@ -14,6 +14,7 @@ import { wantsHelp } from "./args.ts";
 import { callCommand, resultCommand, sendCommand } from "./call.ts";
 import { isSettingsError } from "./connection.ts";
 import { initCommand } from "./init.ts";
+import { dlqCommand } from "./dlq.ts";
 import { CliError, EXIT, processIo, UsageError, type Command, type Io } from "./io.ts";
 import { statusCommand } from "./status.ts";
 import { workerCommand } from "./worker.ts";
@@ -23,7 +24,7 @@ export { loadTasksModule, type RegisterTasks } from "./worker.ts";
 
 /** Every command, by name, in the order `celerity help` lists them. */
 export const COMMANDS: ReadonlyMap<string, Command> = new Map(
-  [workerCommand, callCommand, sendCommand, statusCommand, resultCommand, initCommand].map((c) => [c.name, c]),
+  [workerCommand, callCommand, sendCommand, statusCommand, resultCommand, initCommand, dlqCommand].map((c) => [c.name, c]),
 );
 
 /** The usage text of `celerity help`. */

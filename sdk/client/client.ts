@@ -39,6 +39,7 @@ import {
 import { loadSettings, type Settings, type SettingsInput } from "../settings/mod.ts";
 import { environment, openConnection, readTextFile } from "../transport/mod.ts";
 import type { Callbacks } from "../canvas/mod.ts";
+import { DeadLetters } from "./dead_letters.ts";
 import { EventBuffer } from "./events.ts";
 import { recordOutcome, TaskHandle, type TaskStatus } from "./handle.ts";
 import { AckedPublisher } from "./publisher.ts";
@@ -156,6 +157,13 @@ export class Client implements AsyncDisposable {
     this.#replySub = nc.subscribe(`${this.#replyPrefix}.*`, { callback: (_e, msg) => this.#onReply(msg.data) });
     void this.#watchConnection();
   }
+
+  /** The dead-letter stream: list, show, replay, purge. */
+  get deadLetters(): DeadLetters {
+    this.#deadLetters ??= new DeadLetters(this);
+    return this.#deadLetters;
+  }
+  #deadLetters: DeadLetters | undefined;
 
   /** Creates streams and the results bucket if missing (idempotent; also done lazily on first use). */
   ensureTopology(force = false): Promise<void> {

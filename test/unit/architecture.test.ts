@@ -20,12 +20,13 @@ const ALLOWED: Record<string, string[]> = {
   settings: [],
   transport: ["settings"],
   canvas: ["protocol", "signatures"],
+  beat: ["protocol", "signatures", "client"],
   client: ["protocol", "signatures", "settings", "transport", "canvas"],
   worker: ["protocol", "signatures", "settings", "transport", "client", "canvas"],
   callback: ["protocol", "signatures", "settings", "transport", "client"],
   notebook: ["protocol", "signatures", "client"],
   testing: [],
-  cli: ["protocol", "signatures", "settings", "transport", "client", "worker", "testing", "callback", "canvas"],
+  cli: ["protocol", "signatures", "settings", "transport", "client", "worker", "testing", "callback", "canvas", "beat"],
 };
 /** Folders allowed to use node:*, Deno.* or Bun.* (the runtime edges). */
 const EDGES = new Set(["transport", "testing", "cli"]);
