@@ -43,7 +43,8 @@ import { DeadLetters } from "./dead_letters.ts";
 import { EventBuffer } from "./events.ts";
 import { recordOutcome, TaskHandle, type TaskStatus } from "./handle.ts";
 import { AckedPublisher } from "./publisher.ts";
-import { ensureTopology } from "./topology.ts";
+import { ensureTopology, isNotFound } from "./topology.ts";
+import { Router, UnknownQueueError, type RouteFunction } from "./routing.ts";
 
 /** Options of one send; override the signature's defaults. */
 export interface SendOptions extends TaskOptions {
@@ -84,6 +85,8 @@ export interface ConnectOptions extends SettingsInput {
   file?: string;
   /** Reuse an open NATS connection (it is not closed by `client.close()`). */
   connection?: NatsConnection;
+  /** A route in code, consulted after the settings' routes (see docs/routing.md). */
+  route?: RouteFunction;
 }
 
 interface Waiter {
@@ -109,10 +112,10 @@ const MAX_UNCLAIMED_RESULTS = 100_000;
  * then `options` (see docs/settings.md).
  */
 export async function connect(options: ConnectOptions = {}): Promise<Client> {
-  const { connection, ...settingsInput } = options;
+  const { connection, route, ...settingsInput } = options;
   const settings = loadSettings(settingsInput, { env: environment(), readTextFile });
   const nc = connection ?? (await openConnection(settings));
-  return new Client(nc, settings, connection === undefined);
+  return new Client(nc, settings, connection === undefined, route);
 }
 
 /** A connection to Celerity. Create it with {@link connect}; close it with `close()`. */
@@ -138,10 +141,15 @@ export class Client implements AsyncDisposable {
   #jsm: Promise<JetStreamManager> | undefined;
   #closed = false;
 
-  constructor(nc: NatsConnection, settings: Settings, ownsConnection = false) {
+  /** Decides the queue of each task (call, signature, routes, first segment, default). */
+  readonly router: Router;
+  readonly #servedQueues = new Set<string>();
+
+  constructor(nc: NatsConnection, settings: Settings, ownsConnection = false, route?: RouteFunction) {
     this.nc = nc;
     this.settings = settings;
     this.names = names(settings.namespace);
+    this.router = new Router(settings, route);
     this.#ownsConnection = ownsConnection;
     this.publisher = new AckedPublisher(nc, {
       ackTimeoutMs: settings.requestTimeout,
@@ -154,7 +162,8 @@ export class Client implements AsyncDisposable {
     });
     this.#events = settings.events ? new EventBuffer(this.publisher, this.names.eventsSubject("task"), nc, 500, 0) : undefined;
     this.#replyPrefix = createInbox();
-    this.#replySub = nc.subscribe(`${this.#replyPrefix}.*`, { callback: (_e, msg) => this.#onReply(msg.data) });
+    // `>`: task ids may contain dots.
+    this.#replySub = nc.subscribe(`${this.#replyPrefix}.>`, { callback: (_e, msg) => this.#onReply(msg.data) });
     void this.#watchConnection();
   }
 
@@ -227,7 +236,9 @@ export class Client implements AsyncDisposable {
     if (givenId !== undefined) assertTaskId(givenId);
     const id = givenId ?? (idempotencyKey !== undefined ? idempotentId(idempotencyKey) : crypto.randomUUID());
     const now = Date.now();
-    const queue = o.queue ?? DEFAULT_QUEUE;
+    const route = this.router.route(name, sig, taskOptions.queue, args);
+    const queue = route.queue;
+    if (this.router.needsCheck(route, sig !== undefined)) await this.#assertServed(name, queue);
     const message: TaskMessage = { v: PROTOCOL_VERSION, id, task: name, args, queue, sentAt: now, replyTo: `${this.#replyPrefix}.${id}` };
     if (o.priority) message.priority = o.priority;
     const etaMs = eta instanceof Date ? eta.getTime() : eta ?? (countdown !== undefined ? now + countdown * 1000 : undefined);
@@ -242,7 +253,7 @@ export class Client implements AsyncDisposable {
     if (meta !== undefined) message.meta = meta;
     if (callbacks !== undefined) message.callbacks = callbacks;
     const body = encode(message);
-    const max = this.nc.info?.max_payload ?? 1024 * 1024;
+    const max = (this.nc.info?.max_payload ?? 1024 * 1024) - 512; // room for headers and subject
     if (body.length > max) throw new PayloadTooLargeError(body.length, max, `task "${name}" (${id})`);
     const h = natsHeaders();
     h.set(HEADER.msgId, id);
@@ -255,6 +266,19 @@ export class Client implements AsyncDisposable {
     await this.publisher.publish(subject, body, h);
     this.#events?.push({ type: EVENT.sent, id, task: name, queue, at: now, args, ...(etaMs ? { eta: etaMs } : {}), ...(message.expires ? { expires: message.expires } : {}), ...(o.priority ? { priority: o.priority } : {}) });
     return new TaskHandle(this, id, name, sig);
+  }
+
+  /** Throws UnknownQueueError unless a durable consumer (a worker, now or before) serves `queue`. */
+  async #assertServed(task: string, queue: string): Promise<void> {
+    if (this.#servedQueues.has(queue)) return;
+    const jsm = await this.jsm();
+    try {
+      await jsm.consumers.info(this.names.tasksStream, this.names.queueConsumer(queue));
+    } catch (err) {
+      if (isNotFound(err)) throw new UnknownQueueError(task, queue);
+      throw err;
+    }
+    this.#servedQueues.add(queue);
   }
 
   /**
@@ -274,7 +298,7 @@ export class Client implements AsyncDisposable {
   call(name: string, args?: unknown, options?: CallOptions): Promise<unknown>;
   async call(target: AnySignature | string, args?: unknown, options: CallOptions = {}): Promise<unknown> {
     const { timeout, ...sendOptions } = options;
-    const id = sendOptions.id ?? crypto.randomUUID();
+    const id = sendOptions.id ?? (sendOptions.idempotencyKey !== undefined ? idempotentId(sendOptions.idempotencyKey) : crypto.randomUUID());
     // Register the waiter before sending so a fast reply cannot race past it.
     const waiting = this.waitForRecord(id, timeout, true);
     // It may reject (timeout, close) while send() is still awaited: mark it handled now.
@@ -546,7 +570,7 @@ export class Client implements AsyncDisposable {
  */
 export function idempotentId(key: string): string {
   if (typeof key !== "string" || key === "") throw new TypeError("idempotencyKey must be a non-empty string");
-  if (/^[A-Za-z0-9_=-][A-Za-z0-9_=.-]{0,127}$/.test(key)) return key;
+  if (key.length <= 128 && /^[A-Za-z0-9_=-]+(\.[A-Za-z0-9_=-]+)*$/.test(key)) return key;
   let h = 0xcbf29ce484222325n;
   for (const byte of new TextEncoder().encode(key)) {
     h ^= BigInt(byte);

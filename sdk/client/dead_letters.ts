@@ -124,9 +124,12 @@ export class DeadLetters {
     if (!letter) throw new Error(`no dead letter with sequence ${seq} in ${this.host.names.dlqStream}`);
     const subject = letter.originalSubject || this.host.names.taskSubject(letter.queue);
     const h = natsHeaders();
-    for (const [k, v] of Object.entries(letter.headers)) {
-      if (k.startsWith("Celerity-Dlq-") || k === HEADER.msgId) continue;
-      h.set(k, v);
+    const original = (await this.#get(await this.host.jsm(), seq))?.header;
+    if (original) {
+      for (const [k, values] of original) {
+        if (k.startsWith("Celerity-Dlq-") || k === HEADER.msgId) continue;
+        for (const v of values) h.append(k, v);
+      }
     }
     // A fresh dedupe id: the original id is probably still inside the tasks stream's window.
     h.set(HEADER.msgId, `replay.${letter.id ?? "x"}.${seq}`);

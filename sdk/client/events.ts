@@ -2,8 +2,8 @@
  * Batches task events into one message per flush (as Celery batches `task` events), so a monitor
  * sees every state change without costing the hot path one stored message per change.
  */
-import type { NatsConnection } from "@nats-io/nats-core";
-import { encode, PROTOCOL_VERSION, type TaskEvent } from "../protocol/mod.ts";
+import { headers as natsHeaders, type NatsConnection } from "@nats-io/nats-core";
+import { encode, HEADER, PROTOCOL_VERSION, type TaskEvent } from "../protocol/mod.ts";
 import type { AckedPublisher } from "./publisher.ts";
 
 /** Collects events and publishes them in batches through an {@link AckedPublisher}. */
@@ -50,8 +50,11 @@ export class EventBuffer {
     if (this.#events.length === 0 || this.nc.isClosed()) return;
     const events = this.#events;
     this.#events = [];
+    // A batch id, so a batch re-sent after a lost acknowledgement is stored once.
+    const h = natsHeaders();
+    h.set(HEADER.msgId, `ev.${crypto.randomUUID()}`);
     const p = this.publisher
-      .publish(this.subject, encode({ v: PROTOCOL_VERSION, events }))
+      .publish(this.subject, encode({ v: PROTOCOL_VERSION, events }), h)
       .catch(() => {
         this.dropped += events.length;
       })

@@ -16,6 +16,7 @@ export { Client, connect, idempotentId, type CallOptions, type ConnectOptions, t
 export { recordOutcome, TaskHandle, type ResultOptions, type TaskStatus } from "./handle.ts";
 export { AckedPublisher, type PubAck, type PublisherOptions } from "./publisher.ts";
 export { EventBuffer } from "./events.ts";
+export { Router, UnknownQueueError, type Route, type RouteFunction, type RouteSource } from "./routing.ts";
 export { DeadLetters, type DeadLetter, type DeadLetterFilter } from "./dead_letters.ts";
 export { ensureTopology, ensureStreams, isNotFound, streamConfigs, type TopologyOptions } from "./topology.ts";
 export * from "../signatures/mod.ts";

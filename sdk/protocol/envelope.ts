@@ -4,17 +4,26 @@
  */
 import { Packr } from "msgpackr";
 import type { ErrorShape } from "./errors.ts";
-import { ProtocolError } from "./errors.ts";
+import { ProtocolError, UnsupportedVersionError } from "./errors.ts";
 
 /** Version of the envelopes below. A reader refuses a message whose `v` is newer than it knows. */
 export const PROTOCOL_VERSION = 1;
 
 /**
  * Shared codec. `useRecords: false` keeps it standard MessagePack; Dates travel as the standard
- * timestamp extension (-1); Maps become maps and are read back as plain objects; a BigInt too
- * large for int64 is refused at encode time rather than silently changed.
+ * timestamp extension (-1); Maps become maps and are read back as plain objects; `undefined`
+ * becomes nil (not msgpackr's private extension). 64-bit integers decode as numbers when they fit
+ * a double exactly and as BigInt only beyond that, so a Python or Go client's int64 `sentAt` reads
+ * as a number.
  */
-const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false, int64AsType: "bigint" });
+const packr = new Packr({
+  useRecords: false,
+  mapsAsObjects: true,
+  moreTypes: false,
+  // "auto" is implemented by msgpackr (unpack.js) but missing from its .d.ts.
+  int64AsType: "auto" as "number",
+  encodeUndefinedAsNil: true,
+});
 
 /** Encodes any plain value as MessagePack. */
 export function encode(value: unknown): Uint8Array {
@@ -186,7 +195,7 @@ export function decodeTaskMessage(bytes: Uint8Array): TaskMessage {
   if (!isRecord(value)) throw new ProtocolError(`task message is not a map (got ${Array.isArray(value) ? "array" : typeof value})`);
   const { v, id, task, queue, sentAt } = value;
   if (typeof v !== "number") throw new ProtocolError("task message has no protocol version field `v`");
-  if (v > PROTOCOL_VERSION) throw new ProtocolError(`task message has protocol version ${v}; this worker understands up to ${PROTOCOL_VERSION}`);
+  if (v > PROTOCOL_VERSION) throw new UnsupportedVersionError(`task message has protocol version ${v}; this worker understands up to ${PROTOCOL_VERSION}`);
   if (typeof id !== "string" || id === "") throw new ProtocolError("task message has no string `id`");
   if (typeof task !== "string" || task === "") throw new ProtocolError("task message has no string `task`");
   if (typeof queue !== "string") throw new ProtocolError("task message has no string `queue`");

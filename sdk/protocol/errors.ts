@@ -28,6 +28,11 @@ export class ProtocolError extends CelerityError {
   override name = "ProtocolError";
 }
 
+/** A message was written by a newer protocol version than this reader understands. */
+export class UnsupportedVersionError extends ProtocolError {
+  override name = "UnsupportedVersionError";
+}
+
 /** One issue of a schema validation, kept as plain data so it can travel. */
 export interface SchemaIssue {
   message: string;

@@ -28,14 +28,18 @@ export function assertTaskName(name: string): void {
   }
 }
 
-/** Task ids are used as KV keys and Nats-Msg-Id: keep them to KV-safe characters. */
-const TASK_ID = /^[A-Za-z0-9_=-][A-Za-z0-9_=.-]{0,127}$/;
+/**
+ * Task ids are KV keys, subject tokens and Nats-Msg-Id: KV-safe characters, dot-separated
+ * non-empty parts (so `a..b` or `a.` never make an invalid subject), at most 255 characters
+ * (callback ids derive from their parent's).
+ */
+const TASK_ID = /^[A-Za-z0-9_=-]+(\.[A-Za-z0-9_=-]+)*$/;
 
 /** Throws when `id` is not usable as a task id. */
 export function assertTaskId(id: string): void {
-  if (typeof id !== "string" || !TASK_ID.test(id)) {
+  if (typeof id !== "string" || id.length > 255 || !TASK_ID.test(id)) {
     throw new ProtocolError(
-      `task id ${JSON.stringify(id)} is invalid: use up to 128 letters, digits, _, -, = and .`,
+      `task id ${JSON.stringify(id)} is invalid: use up to 255 letters, digits, _, - and =, in parts separated by single dots`,
     );
   }
 }
@@ -96,17 +100,18 @@ export interface Names {
 /** Builds the names of namespace `ns` (default `celerity`). */
 export function names(ns = "celerity"): Names {
   assertToken("namespace", ns);
-  const upper = ns.toUpperCase().replace(/-/g, "_");
+  // The namespace is used verbatim (not upper-cased), so `a-b`, `a_b` and `A_B` never share streams.
+
   const resultsBucket = `${ns}_results`;
   const revokedBucket = `${ns}_revoked`;
   const tasksPrefix = `${ns}.tasks.`;
   return {
     namespace: ns,
-    tasksStream: `${upper}_TASKS`,
-    eventsStream: `${upper}_EVENTS`,
-    dlqStream: `${upper}_DLQ`,
+    tasksStream: `${ns}_tasks`,
+    eventsStream: `${ns}_events`,
+    dlqStream: `${ns}_dlq`,
     resultsBucket,
-    scheduledStream: `${upper}_SCHEDULED`,
+    scheduledStream: `${ns}_scheduled`,
     schedulerConsumer: "scheduler",
     revokedBucket,
     scheduledWildcard: `${ns}.scheduled.>`,

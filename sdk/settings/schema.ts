@@ -126,6 +126,24 @@ function isTimeZone(timeZone: string): boolean {
 
 const D = SETTINGS_DEFAULTS;
 
+const QUEUE_TOKEN = /^[A-Za-z0-9_-]+$/;
+const queueName = v.pipe(text(), v.regex(QUEUE_TOKEN, "must be a queue name: letters, digits, _ and -"));
+
+/** Options of one queue, for the workers that serve it (`queues.<name>` in settings). */
+const queueOptions = v.strictObject(
+  {
+    /** One task at a time across ALL workers: the server holds one unacknowledged message. */
+    serial: v.optional(v.boolean("must be true or false")),
+    /** Tasks of this queue one worker runs at once (within the worker's concurrency). */
+    concurrency: v.optional(int(1)),
+    /** Messages of this queue one worker holds at once. */
+    prefetch: v.optional(int(1)),
+    /** Seconds without an ack or progress before the server redelivers a task of this queue. */
+    ackWait: v.optional(positive()),
+  },
+  "must be an object with serial, concurrency, prefetch, ackWait",
+);
+
 /** The full settings schema; every key is optional on input and defaults fill the output. */
 export const settingsSchema = v.strictObject(
   {
@@ -180,6 +198,12 @@ export const settingsSchema = v.strictObject(
     storage: v.optional(v.picklist(["file", "memory"], 'must be "file" or "memory"'), D.storage),
     dlqMaxAge: v.optional(positive(), D.dlqMaxAge),
     dedupeWindow: v.optional(positive(), D.dedupeWindow),
+    /** Task name or glob (`images.*`) → queue. Exact names win over globs; longer globs over shorter. */
+    routes: v.optional(v.record(v.pipe(v.string(), v.minLength(1, "must not be empty")), queueName, "must map task names or globs to queue names")),
+    /** Route a task with no queue by the first segment of its name (`images.resize` → `images`), Cadasta-style. */
+    routeByFirstSegment: v.optional(v.boolean("must be true or false"), false),
+    /** Declared queues and their options; a declared queue may be sent to before any worker serves it. */
+    queues: v.optional(v.record(v.pipe(v.string(), v.regex(QUEUE_TOKEN, "must be a queue name: letters, digits, _ and -")), queueOptions, "must map queue names to queue options")),
     revokeExpires: v.optional(positive(), D.revokeExpires),
   },
   "must be an object of settings",

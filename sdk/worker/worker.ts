@@ -26,6 +26,7 @@ import {
   NonRetryableError,
   parseAckSubject,
   TaskRevokedError,
+  UnsupportedVersionError,
   type Revocation,
   PROTOCOL_VERSION,
   STATE,
@@ -84,10 +85,32 @@ export type Handler<S extends AnySignature> = (
   ctx: TaskContext,
 ) => ResultInput<S> | Promise<ResultInput<S>>;
 
+/** How a worker serves one queue (also settable in settings: `queues.<name>`). */
+export interface QueueOptions {
+  /** One task at a time across ALL workers of the queue (the server holds one unacked message). */
+  serial?: boolean;
+  /** Tasks of this queue this worker runs at once (within the worker's concurrency). */
+  concurrency?: number;
+  /** Messages of this queue this worker holds at once. */
+  prefetch?: number;
+  /** Seconds without ack or progress before the server redelivers. */
+  ackWait?: number;
+}
+
+interface QueueConfig {
+  concurrency: number;
+  prefetch: number;
+  serial: boolean;
+  ackWaitMs: number;
+}
+
 /** Options of {@link Worker}. */
-export interface WorkerOptions extends ConnectOptions {
-  /** Queues to consume. Default: the queues of the implemented signatures (or `default`). */
-  queues?: string[];
+export interface WorkerOptions extends Omit<ConnectOptions, "queues"> {
+  /**
+   * Queues to consume: names, or names with options (`{ openmp: { concurrency: 1 } }`). Default:
+   * the queues the implemented signatures route to (or `default`).
+   */
+  queues?: string[] | Record<string, QueueOptions>;
   /** Handlers running at once. Default: settings.concurrency (1). */
   concurrency?: number;
   /** Messages held at once per queue (running plus waiting). Default: settings.prefetch or concurrency. */
@@ -129,6 +152,8 @@ interface InFlight {
   revoked?: Revocation;
   /** A scheduled-stream message (settled without releasing a queue credit). */
   fromScheduler?: boolean;
+  /** The final record is being stored: no more RECEIVED/STARTED writes. */
+  finalizing?: boolean;
 }
 
 /** Thrown by `ctx.retry()`: the worker schedules the retry. */
@@ -152,7 +177,9 @@ export class Worker implements AsyncDisposable {
   readonly #registry = new Map<string, Registration>();
   readonly #pullers = new Map<string, QueuePuller>();
   readonly #inFlight = new Set<InFlight>();
-  readonly #waiting: (() => void)[] = [];
+  readonly #waiting: { queue: string; go: () => void }[] = [];
+  readonly #queueRunning = new Map<string, number>();
+  readonly #queueConfig = new Map<string, QueueConfig>();
   #client: Client | undefined;
   #ownsClient = false;
   #publisher!: AckedPublisher;
@@ -160,7 +187,6 @@ export class Worker implements AsyncDisposable {
   #log: Logger;
   #running = 0;
   #concurrency = 1;
-  #prefetch = 1;
   #ackWaitMs = 30_000;
   #maxDeliver = 10;
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
@@ -198,9 +224,19 @@ export class Worker implements AsyncDisposable {
 
   /** The queues this worker consumes. */
   get queues(): string[] {
-    if (this.#options.queues?.length) return [...this.#options.queues];
-    const qs = new Set([...this.#registry.values()].map((r) => r.sig.options.queue ?? "default"));
+    const given = this.#options.queues;
+    if (Array.isArray(given) ? given.length : given && Object.keys(given).length) {
+      return Array.isArray(given) ? [...given] : Object.keys(given!);
+    }
+    // The same router the clients use, so a worker listens where its tasks are sent.
+    const route = (r: Registration) => this.#client ? this.#client.router.route(r.sig.name, r.sig).queue : r.sig.options.queue ?? "default";
+    const qs = new Set([...this.#registry.values()].map(route));
     return qs.size ? [...qs] : ["default"];
+  }
+
+  /** The resolved options of each consumed queue (after start()). */
+  get queueOptions(): ReadonlyMap<string, Readonly<QueueConfig>> {
+    return this.#queueConfig;
   }
 
   /** Tasks currently running. */
@@ -218,15 +254,28 @@ export class Worker implements AsyncDisposable {
   async start(): Promise<void> {
     if (this.#state !== "new") throw new Error(`worker already ${this.#state}`);
     this.#state = "starting";
-    for (const q of this.queues) assertToken("queue", q);
-    const { queues: _q, concurrency, prefetch, client, logLevel: _l, logger: _lg, shutdownGraceMs: _g, stateWriteDelayMs: _s, ...connectOptions } = this.#options;
+    const { queues: queueOption, concurrency, prefetch, client, logLevel: _l, logger: _lg, shutdownGraceMs: _g, stateWriteDelayMs: _s, scheduler: _sc, ...connectOptions } = this.#options;
+    for (const q of Array.isArray(queueOption) ? queueOption : Object.keys(queueOption ?? {})) assertToken("queue", q);
     this.#client = client ?? (await connect(connectOptions));
     this.#ownsClient = client === undefined;
     const s = this.#client.settings;
     this.#concurrency = concurrency ?? s.concurrency;
-    this.#prefetch = Math.max(prefetch ?? s.prefetch ?? this.#concurrency, 1);
     this.#ackWaitMs = s.ackWait * MS;
     this.#maxDeliver = s.maxDeliver;
+    const fromCode = Array.isArray(queueOption) ? {} : queueOption ?? {};
+    for (const queue of this.queues) {
+      assertToken("queue", queue);
+      const o: QueueOptions = { ...s.queues?.[queue], ...fromCode[queue] };
+      const serial = o.serial === true;
+      const qConcurrency = serial ? 1 : Math.min(o.concurrency ?? this.#concurrency, this.#concurrency);
+      this.#queueConfig.set(queue, {
+        serial,
+        concurrency: qConcurrency,
+        // A serial queue's worker holds exactly the one message the server hands out.
+        prefetch: serial ? 1 : Math.max(1, o.prefetch ?? (prefetch ?? s.prefetch ?? qConcurrency)),
+        ackWaitMs: (o.ackWait ?? s.ackWait) * MS,
+      });
+    }
     this.#publisher = this.#client.publisher;
     this.#events = s.events ? new EventBuffer(this.#publisher, this.#client.names.eventsSubject("task"), this.#client.nc) : undefined;
     await this.#client.ensureTopology();
@@ -240,7 +289,7 @@ export class Worker implements AsyncDisposable {
       const puller = new QueuePuller(this.#client.nc, {
         stream: this.#client.names.tasksStream,
         consumer: this.#client.names.queueConsumer(queue),
-        prefetch: this.#prefetch,
+        prefetch: this.#queueConfig.get(queue)!.prefetch,
         onMessage: (msg) => this.#onMessage(queue, msg),
         onStalled: async (reason) => {
           this.#log.warn(`queue ${queue}: pulls went silent (${reason}); checking the consumer`);
@@ -251,9 +300,9 @@ export class Worker implements AsyncDisposable {
       puller.start();
     }
     void this.#watchConnection();
-    this.#sweepTimer = setInterval(() => this.#sweep(), Math.min(250, this.#stateWriteDelay() / 2, this.#ackWaitMs / 3));
+    this.#sweepTimer = setInterval(() => this.#sweep(), Math.max(20, Math.min(250, this.#stateWriteDelay() / 2, this.#ackWaitMs / 3)));
     this.#state = "running";
-    this.#log.info(`worker ready`, { queues: this.queues, concurrency: this.#concurrency, prefetch: this.#prefetch, tasks: this.registered });
+    this.#log.info(`worker ready`, { queues: Object.fromEntries(this.#queueConfig), concurrency: this.#concurrency, tasks: this.registered });
   }
 
   /**
@@ -339,21 +388,40 @@ export class Worker implements AsyncDisposable {
   async #ensureConsumer(jsm: JetStreamManager, queue: string): Promise<void> {
     const n = this.#client!.names;
     const durable = n.queueConsumer(queue);
+    const config = this.#queueConfig.get(queue)!;
+    // A serial queue is enforced by the server: one unacknowledged message for all its workers.
+    const maxAckPending = config.serial ? 1 : -1;
+    const ackWait = config.ackWaitMs * 1e6;
+    let existing;
     try {
-      await jsm.consumers.info(n.tasksStream, durable);
+      existing = await jsm.consumers.info(n.tasksStream, durable);
     } catch (err) {
       if (!isNotFound(err)) throw err;
-      await jsm.consumers.add(n.tasksStream, {
-        durable_name: durable,
-        filter_subject: n.queueFilter(queue),
-        ack_policy: "explicit" as never,
-        ack_wait: this.#ackWaitMs * 1e6,
-        // Celerity counts deliveries itself and dead-letters past maxDeliver; a server-side limit
-        // would strand the message in the work queue instead.
-        max_deliver: -1,
-        max_ack_pending: -1,
-        max_waiting: 512,
-      });
+    }
+    if (!existing) {
+      try {
+        await jsm.consumers.add(n.tasksStream, {
+          durable_name: durable,
+          filter_subject: n.queueFilter(queue),
+          ack_policy: "explicit" as never,
+          ack_wait: ackWait,
+          // Celerity counts deliveries itself and dead-letters past maxDeliver; a server-side
+          // limit would strand the message in the work queue instead.
+          max_deliver: -1,
+          max_ack_pending: maxAckPending,
+          max_waiting: 512,
+        });
+      } catch (err) {
+        // Another worker created it at the same moment.
+        if (!/already (in use|exists)/i.test((err as Error).message)) throw err;
+      }
+      return;
+    }
+    const current = existing.config;
+    if ((current.max_ack_pending ?? -1) !== maxAckPending || current.ack_wait !== ackWait) {
+      // The queue's settings changed (e.g. it became serial): the latest worker's word wins.
+      this.#log.info(`updating consumer ${durable}: max_ack_pending ${current.max_ack_pending} → ${maxAckPending}, ack_wait ${current.ack_wait} → ${ackWait}`);
+      await jsm.consumers.update(n.tasksStream, durable, { max_ack_pending: maxAckPending, ack_wait: ackWait });
     }
   }
 
@@ -370,7 +438,8 @@ export class Worker implements AsyncDisposable {
     try {
       task = decodeTaskMessage(msg.data);
     } catch (err) {
-      void this.#deadLetter(queue, msg, undefined, DLQ_REASON.undecodable, (err as Error).message, toErrorShape(err, false));
+      const reason = err instanceof UnsupportedVersionError ? DLQ_REASON.unsupportedVersion : DLQ_REASON.undecodable;
+      void this.#deadLetter(queue, msg, undefined, reason, (err as Error).message, toErrorShape(err, false));
       return;
     }
     if (deliveryCount > this.#maxDeliver) {
@@ -412,8 +481,13 @@ export class Worker implements AsyncDisposable {
   }
 
   async #moveToScheduled(queue: string, msg: Msg): Promise<void> {
+    // A fresh dedupe id: when the scheduler moves it back, the tasks stream still remembers the
+    // original id (dedupe window) and would drop it as a duplicate.
+    const h = copyHeaders(msg.headers);
+    const seq = parseAckSubject(msg.reply)?.streamSequence ?? Date.now();
+    h.set(HEADER.msgId, `eta.${h.get(HEADER.msgId) || "x"}.${seq}`);
     try {
-      await this.#publisher.publish(this.#client!.names.scheduledSubject(queue), msg.data, copyHeaders(msg.headers));
+      await this.#publisher.publish(this.#client!.names.scheduledSubject(queue), msg.data, h);
       this.#settle(queue, msg, ACK.ack);
     } catch {
       this.#settle(queue, msg, `${ACK.nak} ${JSON.stringify({ delay: 1e9 })}`);
@@ -427,20 +501,35 @@ export class Worker implements AsyncDisposable {
       void this.#deadLetter(flight.queue, flight.msg, flight.task, DLQ_REASON.invalidArgs, err.message, toErrorShape(err, false), flight);
       return;
     }
-    const go = () => void this.#execute(flight, reg, checked.value);
-    if (this.#running < this.#concurrency) go();
-    else this.#waiting.push(go);
+    const go = () =>
+      void this.#execute(flight, reg, checked.value).catch((err) => {
+        // A bug of ours must not take the worker down: log it and hand the message back.
+        this.#log.error(`internal error while running ${flight.task.id}: ${(err as Error)?.stack ?? err}`);
+        this.#finishFlight(flight, ACK.nak);
+      });
+    if (this.#canRun(flight.queue)) this.#take(flight.queue, go);
+    else this.#waiting.push({ queue: flight.queue, go });
+  }
+
+  #canRun(queue: string): boolean {
+    return this.#running < this.#concurrency && (this.#queueRunning.get(queue) ?? 0) < (this.#queueConfig.get(queue)?.concurrency ?? this.#concurrency);
+  }
+
+  /** Takes a worker slot and a queue slot, then runs. `#finishSlot(queue)` gives both back. */
+  #take(queue: string, go: () => void): void {
+    this.#running++;
+    this.#queueRunning.set(queue, (this.#queueRunning.get(queue) ?? 0) + 1);
+    go();
   }
 
   async #execute(flight: InFlight, reg: Registration, args: unknown): Promise<void> {
     if (this.#state !== "running" && this.#state !== "stopping") return;
-    this.#running++;
     const { task } = flight;
     const revokedMeanwhile = this.#revocations?.get(task.id);
     if (revokedMeanwhile) {
       flight.revoked = revokedMeanwhile;
       await this.#storeAndAck(flight, this.#record(flight, STATE.revoked, { error: { type: "TaskRevokedError", message: revokedMeanwhile.reason, retryable: false } }));
-      this.#finishSlot();
+      this.#finishSlot(flight.queue);
       return;
     }
     const startedAt = Date.now();
@@ -469,7 +558,7 @@ export class Worker implements AsyncDisposable {
         if (!flight.settled) {
           await this.#storeAndAck(flight, this.#record(flight, STATE.revoked, { error: { type: "TaskRevokedError", message: flight.revoked.reason, retryable: false } }));
         }
-        this.#finishSlot();
+        this.#finishSlot(flight.queue);
         return;
       }
       const requested = err instanceof RetryRequested;
@@ -479,10 +568,10 @@ export class Worker implements AsyncDisposable {
       const shape = toErrorShape(err);
       const autoretryFor = task.autoretryFor ?? reg.sig.options.autoretryFor;
       const wanted = requested || (shape.retryable && (!autoretryFor || autoretryFor.includes(shape.type)));
-      if (wanted && retries < maxRetries && this.#state === "running" && !flight.settled) {
+      if (wanted && retries < maxRetries && !flight.settled) {
         clearTimeout(softTimer);
         await this.#retry(flight, reg, shape, requested ? (caught as RetryRequested).delaySeconds : undefined);
-        this.#finishSlot();
+        this.#finishSlot(flight.queue);
         return;
       }
       record = this.#record(flight, STATE.failure, { error: shape });
@@ -497,22 +586,30 @@ export class Worker implements AsyncDisposable {
       // Its message was already returned to the queue (cold shutdown): the redelivered copy
       // produces the result, so this run's outcome is dropped rather than stored twice.
       this.#log.warn(`discarding the outcome of ${task.id}: its message was returned to the queue`);
-      this.#finishSlot();
+      this.#finishSlot(flight.queue);
       return;
     }
     try {
       if (dead) await this.#deadLetterAfterRun(flight, record, dead.reason, dead.detail);
       else await this.#storeAndAck(flight, record);
     } finally {
-      this.#finishSlot();
+      this.#finishSlot(flight.queue);
     }
   }
 
-  #finishSlot(): void {
+  #finishSlot(queue: string): void {
     this.#running--;
-    const next = this.#waiting.shift();
-    if (next) next();
-    else if (this.#state === "stopping" && this.#running === 0) this.#onIdle?.();
+    this.#queueRunning.set(queue, (this.#queueRunning.get(queue) ?? 1) - 1);
+    // The first waiting task whose queue has room (FIFO within each queue).
+    const i = this.#waiting.findIndex((w) => this.#canRun(w.queue));
+    if (i >= 0) {
+      const [next] = this.#waiting.splice(i, 1);
+      this.#take(next!.queue, next!.go);
+    } else if (this.#state === "stopping" && this.#running === 0) this.#onIdle?.();
+  }
+
+  #queueAckWaitMs(queue: string): number {
+    return this.#queueConfig.get(queue)?.ackWaitMs ?? this.#ackWaitMs;
   }
 
   #onIdle: (() => void) | undefined;
@@ -539,8 +636,8 @@ export class Worker implements AsyncDisposable {
       progress: (value: unknown) => {
         const at = Date.now();
         const body = encode({ v: PROTOCOL_VERSION, kind: "progress", id: task.id, progress: value, at });
+        // One subject for every watcher, the sender included (it subscribes when it listens).
         client.nc.publish(client.names.progressSubject(task.id), body);
-        if (task.replyTo) client.nc.publish(task.replyTo, body);
         this.#events?.push({ type: EVENT.progress, id: task.id, task: task.task, queue: flight.queue, at, worker: this.identity.id, progress: value });
       },
     };
@@ -560,9 +657,12 @@ export class Worker implements AsyncDisposable {
   /** Stores the record, replies to the caller, then acks. The ack never precedes the stored result. */
   async #storeAndAck(flight: InFlight, record: ResultRecord): Promise<void> {
     const client = this.#client!;
+    flight.finalizing = true;
     const body = encode({ kind: "result", ...record });
-    // The caller's fast path; the stored copy below is what survives a lost reply.
-    if (flight.task.replyTo) client.nc.publish(flight.task.replyTo, body);
+    // The caller's fast path first (latency), the stored copy next (what survives a lost reply),
+    // the ack last. The reply may thus beat the store; a caller that reads the bucket right after
+    // a reply may still see the older state for a moment.
+    this.#reply(flight.task.replyTo, body);
     if (flight.stateWrite) await flight.stateWrite.catch(() => {});
     try {
       await this.#publisher.publish(client.names.resultSubject(record.id), body);
@@ -582,6 +682,16 @@ export class Worker implements AsyncDisposable {
         ? { type: EVENT.revoked, id: record.id, task: record.task, queue: flight.queue, at: now, worker: this.identity.id, reason: record.error?.message ?? "revoked" }
         : { type: EVENT.failed, id: record.id, task: record.task, queue: flight.queue, at: now, worker: this.identity.id, error: record.error! });
     this.#finishFlight(flight, ACK.ack);
+  }
+
+  /** Best-effort core publish to a caller's reply subject: a bad subject must not hurt the worker. */
+  #reply(subject: string | undefined, body: Uint8Array): void {
+    if (!subject) return;
+    try {
+      this.#client!.nc.publish(subject, body);
+    } catch (err) {
+      this.#log.warn(`could not reply to ${JSON.stringify(subject)}: ${(err as Error).message} (the result is stored)`);
+    }
   }
 
   #finishFlight(flight: InFlight, ack: string): void {
@@ -625,6 +735,12 @@ export class Worker implements AsyncDisposable {
       return;
     }
     this.stats.retried++;
+    // Celery's RETRY state: visible to status() until the retry runs and overwrites it.
+    const retryRecord = this.#record(flight, STATE.retry, { error });
+    delete retryRecord.finishedAt;
+    flight.finalizing = true;
+    await flight.stateWrite?.catch(() => {});
+    await this.#publisher.publish(client.names.resultSubject(task.id), encode(retryRecord)).catch(() => {});
     this.#events?.push({ type: EVENT.retried, id: task.id, task: task.task, queue: flight.queue, at: Date.now(), worker: this.identity.id, retries, error, eta: next.eta! });
     this.#finishFlight(flight, ACK.ack);
   }
@@ -641,7 +757,8 @@ export class Worker implements AsyncDisposable {
    */
   async #deadLetter(queue: string, msg: Msg, task: TaskMessage | undefined, reason: DlqReason, detail: string, error: ErrorShape, flight?: InFlight, fromScheduler = false): Promise<void> {
     this.#log.warn(`dead-lettering a message of queue ${queue}: ${reason}: ${detail}`);
-    const id = task?.id ?? msg.headers?.get(HEADER.id) ?? msg.headers?.get(HEADER.msgId) ?? undefined;
+    // MsgHdrs.get() answers "" for a missing header: `||`, not `??`.
+    const id = task?.id || msg.headers?.get(HEADER.id) || msg.headers?.get(HEADER.msgId) || undefined;
     const f: InFlight = flight ?? {
       msg, queue, task: task ?? { v: PROTOCOL_VERSION, id: id ?? "", task: msg.headers?.get(HEADER.task) || "unknown", args: undefined, queue, sentAt: 0 },
       deliveryCount: 1, receivedAt: Date.now(), state: STATE.failure, lastWorkingAt: Date.now(), abort: new AbortController(), settled: false,
@@ -677,7 +794,7 @@ export class Worker implements AsyncDisposable {
     if (record) {
       this.#events?.push({ type: EVENT.failed, id: record.id, task: record.task, queue: flight.queue, at: Date.now(), worker: this.identity.id, error: record.error! });
       const body = encode({ kind: "result", ...record });
-      if (flight.task.replyTo) client.nc.publish(flight.task.replyTo, body);
+      this.#reply(flight.task.replyTo, body);
       await this.#publisher.publish(client.names.resultSubject(record.id), body).catch((err) => {
         this.#log.error(`could not store the FAILURE record of ${record.id} (the dead letter is stored)`, { error: (err as Error).message });
       });
@@ -698,12 +815,13 @@ export class Worker implements AsyncDisposable {
     const delay = this.#stateWriteDelay();
     for (const f of this.#inFlight) {
       if (f.settled) continue;
-      if (now - f.lastWorkingAt >= this.#ackWaitMs / 3 && f.msg.reply) {
+      const ackWaitMs = this.#queueAckWaitMs(f.queue);
+      if (now - f.lastWorkingAt >= ackWaitMs / 3 && f.msg.reply) {
         // Heartbeat independent of the handler: a running task on a live worker is never redelivered.
         client.nc.publish(f.msg.reply, ACK.working);
         f.lastWorkingAt = now;
       }
-      if (now - f.receivedAt >= delay && f.writtenState !== f.state && (f.state === STATE.received || f.state === STATE.started)) {
+      if (!f.finalizing && now - f.receivedAt >= delay && f.writtenState !== f.state && (f.state === STATE.received || f.state === STATE.started)) {
         f.writtenState = f.state;
         const record = this.#record(f, f.state, {});
         delete record.finishedAt;

@@ -76,7 +76,8 @@ describe("core", () => {
       await using sender = await client(server, ns);
       id = (await sender.send(add, { a: 5, b: 5 })).id;
     }
-    await using other = await client(server, ns);
+    // slowq has no worker yet: it must be declared to be sent to (no silent black hole).
+    await using other = await client(server, ns, { queues: { slowq: {} } });
     assert.equal(await other.task(id, add).result({ timeout: 10_000 }), 10);
     // And one that asks before the result exists follows it live.
     const late = await other.send(slow, { ms: 300 }, { queue: "slowq" });
@@ -202,7 +203,7 @@ describe("core", () => {
     assert.match(reasons.get("garbage-1")!, /^undecodable: message body is not valid MessagePack/);
     assert.match(reasons.get("wrong-args")!, /^invalid-args: invalid arguments for task "math.add": a: Invalid type/);
     assert.match(reasons.get("unknown-task")!, /^unknown-task: no handler for task "no.such.task"/);
-    assert.match(reasons.get("future-version")!, /^undecodable: task message has protocol version 99/);
+    assert.match(reasons.get("future-version")!, /^unsupported-version: task message has protocol version 99/);
     assert.match(reasons.get("none")!, /^undecodable: task message is not a map/);
     // The failures are recorded under their ids, so a waiting caller learns why.
     for (const id of ["garbage-1", "wrong-args", "unknown-task"]) {

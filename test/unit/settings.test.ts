@@ -69,6 +69,7 @@ test("settings - with no file, environment or code every default applies", () =>
     dlqMaxAge: 2592000,
     dedupeWindow: 120,
     revokeExpires: 86400,
+    routeByFirstSegment: false,
   });
   // No server configured is meaningful (the caller may start an embedded one): it stays undefined.
   assert.equal(settings.servers, undefined);
