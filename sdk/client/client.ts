@@ -22,8 +22,10 @@ import {
   STATE,
   assertTaskId,
   assertTaskName,
+  type ControlReply,
   type Names,
   type ResultRecord,
+  type WorkerEntry,
   type TaskMessage,
 } from "../protocol/mod.ts";
 import {
@@ -40,6 +42,7 @@ import { loadSettings, type Settings, type SettingsInput } from "../settings/mod
 import { environment, openConnection, readTextFile } from "../transport/mod.ts";
 import type { Callbacks } from "../canvas/mod.ts";
 import { DeadLetters } from "./dead_letters.ts";
+import { gatherReplies, listScheduled, listWorkers, type ControlOptions, type ControlVerb, type InspectVerb } from "./control.ts";
 import { EventBuffer } from "./events.ts";
 import { recordOutcome, TaskHandle, type TaskStatus } from "./handle.ts";
 import { AckedPublisher } from "./publisher.ts";
@@ -165,6 +168,36 @@ export class Client implements AsyncDisposable {
     // `>`: task ids may contain dots.
     this.#replySub = nc.subscribe(`${this.#replyPrefix}.>`, { callback: (_e, msg) => this.#onReply(msg.data) });
     void this.#watchConnection();
+  }
+
+  /**
+   * Asks workers (all, or the destination's) a read-only question: ping, active, reserved,
+   * scheduled, registered, stats, queues, revoked. Resolves with each worker's answer by id.
+   */
+  async inspect(verb: InspectVerb, options: ControlOptions = {}): Promise<Record<string, unknown>> {
+    const replies = await gatherReplies(this.nc, this.names, verb, undefined, options);
+    return Object.fromEntries(replies.map((r) => [r.worker, r.ok ? r.result : { error: r.error }]));
+  }
+
+  /**
+   * Tells workers to change: shutdown, pool_grow / pool_shrink `{n}`, rate_limit `{task, rate,
+   * global?}`, add_consumer / cancel_consumer `{queue}`, pause_queue / resume_queue `{queue}`.
+   * Resolves with each worker's reply.
+   */
+  async control(verb: ControlVerb, args: Record<string, unknown> = {}, options: ControlOptions = {}): Promise<ControlReply[]> {
+    return gatherReplies(this.nc, this.names, verb, args, options);
+  }
+
+  /** Live workers from the registry: host, pid, queues, concurrency, active, processed, heartbeat. */
+  async workers(): Promise<WorkerEntry[]> {
+    await this.ensureTopology();
+    return listWorkers(await this.jsm(), this.names);
+  }
+
+  /** Tasks waiting for their ETA (countdowns and retry delays), soonest first. */
+  async scheduled(limit = 1000): Promise<Awaited<ReturnType<typeof listScheduled>>> {
+    await this.ensureTopology();
+    return listScheduled(await this.jsm(), this.names, limit);
   }
 
   /** The dead-letter stream: list, show, replay, purge. */

@@ -17,8 +17,9 @@ export { recordOutcome, TaskHandle, type ResultOptions, type TaskStatus } from "
 export { AckedPublisher, type PubAck, type PublisherOptions } from "./publisher.ts";
 export { EventBuffer } from "./events.ts";
 export { Router, UnknownQueueError, type Route, type RouteFunction, type RouteSource } from "./routing.ts";
+export { CONTROL_VERBS, INSPECT_VERBS, type ControlOptions, type ControlVerb, type InspectVerb } from "./control.ts";
 export { DeadLetters, type DeadLetter, type DeadLetterFilter } from "./dead_letters.ts";
-export { ensureTopology, ensureStreams, isNotFound, streamConfigs, type TopologyOptions } from "./topology.ts";
+export { ensureTopology, ensureStreams, isNotFound, streamConfigs, WORKER_LEASE_S, type TopologyOptions } from "./topology.ts";
 export * from "../signatures/mod.ts";
 export {
   CelerityError,
@@ -33,7 +34,10 @@ export {
   TaskRevokedError,
   STATE,
   EVENT,
+  type ControlDestination,
+  type ControlReply,
   type ErrorShape,
+  type WorkerEntry,
   type ResultRecord,
   type TaskEvent,
   type TaskState,

@@ -18,9 +18,30 @@ export interface TopologyOptions {
   duplicateWindow?: number;
   /** Seconds a revocation is kept. */
   revokeExpires?: number;
+  /** Seconds a worker's registry entry lives without a heartbeat. */
+  workerLease?: number;
 }
 
 const NS_PER_S = 1_000_000_000;
+
+/** Seconds a worker's registry entry outlives its last heartbeat (workers beat every lease/3). */
+export const WORKER_LEASE_S = 15;
+
+/** A KV bucket's stream, as @nats-io/kv creates it, with a bucket-wide max age. */
+function kvStream(bucket: string, maxAgeSeconds: number, common: { storage: "file" | "memory"; num_replicas: number }): Partial<StreamConfig> {
+  return {
+    name: `KV_${bucket}`,
+    subjects: [`$KV.${bucket}.>`],
+    retention: "limits" as never,
+    max_msgs_per_subject: 1,
+    max_age: maxAgeSeconds * NS_PER_S,
+    discard: "new" as never,
+    allow_rollup_hdrs: true,
+    deny_delete: true,
+    allow_direct: true,
+    ...common,
+  };
+}
 
 /** The stream configurations of a namespace, as data (docs/protocol.md mirrors them). */
 export function streamConfigs(n: Names, o: TopologyOptions): Partial<StreamConfig>[] {
@@ -86,6 +107,9 @@ export function streamConfigs(n: Names, o: TopologyOptions): Partial<StreamConfi
       allow_direct: true,
       ...common,
     },
+    kvStream(n.workersBucket, o.workerLease ?? WORKER_LEASE_S, common),
+    // Rate windows are short-lived counters: an hour covers every window size we accept (/s, /m, /h).
+    kvStream(n.ratesBucket, 3600, common),
   ] as Partial<StreamConfig>[];
 }
 

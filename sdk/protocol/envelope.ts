@@ -116,6 +116,49 @@ export interface ResultRecord {
   finishedAt?: number;
 }
 
+/** Which workers a control request addresses; empty or absent means all. */
+export interface ControlDestination {
+  workers?: string[];
+  hosts?: string[];
+  /** Workers that consume any of these queues. */
+  queues?: string[];
+}
+
+/** A remote-control request on `<ns>.control.<verb>` (MessagePack). */
+export interface ControlRequest {
+  v: number;
+  verb: string;
+  args?: Record<string, unknown>;
+  destination?: ControlDestination;
+}
+
+/** One worker's reply to a control request. */
+export interface ControlReply {
+  v: number;
+  worker: string;
+  ok: boolean;
+  result?: unknown;
+  error?: string;
+}
+
+/** A worker's entry in the workers bucket (rewritten every lease/3). */
+export interface WorkerEntry {
+  v: number;
+  id: string;
+  host: string;
+  pid: number;
+  queues: Record<string, { concurrency: number; prefetch: number; serial: boolean; paused: boolean }>;
+  concurrency: number;
+  active: number;
+  reserved: number;
+  processed: number;
+  failed: number;
+  tasks: string[];
+  pool: string;
+  startedAt: number;
+  heartbeatAt: number;
+}
+
 /** Stored under the task id in the revocations bucket. */
 export interface Revocation {
   v: number;

@@ -70,6 +70,15 @@ export interface Names {
   readonly schedulerConsumer: string;
   /** KV bucket of revocations, keyed by task id, with expiry. Written by clients, watched by workers. */
   readonly revokedBucket: string;
+  /**
+   * KV bucket of live workers, keyed by worker id. Each worker rewrites its entry every few seconds;
+   * the bucket's max age is the lease, so a dead worker's entry expires. Read by any client.
+   */
+  readonly workersBucket: string;
+  /** KV bucket of cluster-wide rate-limit windows (task name + window → count). Written by workers. */
+  readonly ratesBucket: string;
+  /** Core subject of a remote-control request (`ping`, `active`, `shutdown`, …); every worker listens. */
+  controlSubject(verb: string): string;
   /** Subject filter matching every task subject of the namespace. */
   readonly tasksWildcard: string;
   readonly eventsWildcard: string;
@@ -117,6 +126,9 @@ export function names(ns = "celerity"): Names {
     scheduledWildcard: `${ns}.scheduled.>`,
     scheduledSubject: (queue) => `${ns}.scheduled.${queue}`,
     revokedSubject: (id) => `$KV.${revokedBucket}.${id}`,
+    workersBucket: `${ns}_workers`,
+    ratesBucket: `${ns}_rates`,
+    controlSubject: (verb) => `${ns}.control.${verb}`,
     tasksWildcard: `${ns}.tasks.>`,
     eventsWildcard: `${ns}.events.>`,
     dlqWildcard: `${ns}.dlq.>`,

@@ -33,6 +33,10 @@ export interface TaskOptions {
    * Without it, every retryable error is retried up to `retries` times.
    */
   autoretryFor?: readonly string[];
+  /** Most starts per worker, e.g. `"100/s"`, `"10/m"` (Celery's `rate_limit`). */
+  rateLimit?: string;
+  /** Most starts across all workers together, e.g. `"1000/m"`. */
+  globalRateLimit?: string;
 }
 
 /** A typed task contract: plain data plus schemas. Create one with {@link signature}. */
@@ -126,7 +130,7 @@ export function isStandardSchema(value: unknown): value is StandardSchemaV1 {
     typeof (value as { "~standard"?: { validate?: unknown } })["~standard"]?.validate === "function";
 }
 
-const OPTION_KEYS = new Set(["queue", "priority", "retries", "retryDelay", "retryDelayMax", "softTimeLimit", "timeLimit", "expires", "autoretryFor"]);
+const OPTION_KEYS = new Set(["queue", "priority", "retries", "retryDelay", "retryDelayMax", "softTimeLimit", "timeLimit", "expires", "autoretryFor", "rateLimit", "globalRateLimit"]);
 
 /** Throws a ProtocolError naming the option and value when task options are invalid. */
 export function checkTaskOptions(options: Record<string, unknown>, where: string): void {
@@ -137,6 +141,12 @@ export function checkTaskOptions(options: Record<string, unknown>, where: string
     }
     if (key === "queue") {
       assertToken("queue", value as string);
+      continue;
+    }
+    if (key === "rateLimit" || key === "globalRateLimit") {
+      if (typeof value !== "string" || !/^\s*\d+(\.\d+)?\s*\/\s*[smh]\s*$/.test(value)) {
+        throw new ProtocolError(`${where}: option "${key}" = ${JSON.stringify(value)} must look like "100/s", "10/m" or "2/h"`);
+      }
       continue;
     }
     if (key === "autoretryFor") {

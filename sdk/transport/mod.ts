@@ -26,6 +26,12 @@ export function hostIdentity(): { host: string; pid: number } {
   return { host: hostname(), pid: process.pid };
 }
 
+/** Memory of this process in bytes (for worker stats and memory limits). */
+export function processMemory(): { rss: number; heapUsed: number } {
+  const m = process.memoryUsage();
+  return { rss: m.rss, heapUsed: m.heapUsed };
+}
+
 /** Calls `handler` on SIGINT/SIGTERM; returns a function that removes the hooks. */
 export function onTerminationSignals(handler: (signal: string) => void): () => void {
   const listener = (signal: NodeJS.Signals) => handler(signal);

@@ -69,6 +69,23 @@ export class QueuePuller {
     void this.#repair("reconnected");
   }
 
+  /** Stops asking for messages for a while (a paused queue); `resume()` asks again. */
+  pause(): void {
+    this.#stopped = true;
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** Asks for messages again after `pause()`. Pull requests of before the pause may have expired. */
+  resume(): void {
+    if (!this.#stopped) return;
+    this.#stopped = false;
+    this.#requested = 0;
+    this.#lastSeen = Date.now();
+    this.#timer = setInterval(() => this.#checkHeartbeat(), this.#o.heartbeatMs);
+    this.#pull();
+  }
+
   /** Stops asking for messages. Messages of pulls still open keep arriving until they expire. */
   stop(): void {
     this.#stopped = true;

@@ -11,6 +11,7 @@ import {
   connect,
   EventBuffer,
   isNotFound,
+  WORKER_LEASE_S,
   type ConnectOptions,
 } from "../client/mod.ts";
 import {
@@ -36,11 +37,14 @@ import {
   type ResultRecord,
   type TaskMessage,
   type TaskState,
+  type WorkerEntry,
   type WorkerIdentity,
 } from "../protocol/mod.ts";
 import { validate, type AnySignature, type ArgsOutput, type ResultInput } from "../signatures/mod.ts";
 import { afterTask } from "../canvas/mod.ts";
-import { hostIdentity, onTerminationSignals } from "../transport/mod.ts";
+import { hostIdentity, onTerminationSignals, processMemory } from "../transport/mod.ts";
+import { ControlServer } from "./control.ts";
+import { RateLimiter } from "./rate_limit.ts";
 import { createLogger, type Logger, type LogLevel } from "./logger.ts";
 import { QueuePuller } from "./puller.ts";
 import { Revocations } from "./revocations.ts";
@@ -191,6 +195,10 @@ export class Worker implements AsyncDisposable {
   #maxDeliver = 10;
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
   #revocations: Revocations | undefined;
+  #rates: RateLimiter | undefined;
+  #control: ControlServer | undefined;
+  readonly #paused = new Set<string>();
+  readonly #startedAt = Date.now();
   #scheduler: QueuePuller | undefined;
   #state: "new" | "starting" | "running" | "stopping" | "closed" = "new";
   #closed: Promise<void> | undefined;
@@ -284,21 +292,20 @@ export class Worker implements AsyncDisposable {
     this.#revocations = new Revocations(this.#client.nc, this.#client.names.revokedBucket, s.revokeExpires * MS, (r) => this.#onRevoke(r));
     await this.#revocations.start();
     if (this.#options.scheduler !== false) await this.#startScheduler(jsm);
-    for (const queue of this.queues) {
-      await this.#ensureConsumer(jsm, queue);
-      const puller = new QueuePuller(this.#client.nc, {
-        stream: this.#client.names.tasksStream,
-        consumer: this.#client.names.queueConsumer(queue),
-        prefetch: this.#queueConfig.get(queue)!.prefetch,
-        onMessage: (msg) => this.#onMessage(queue, msg),
-        onStalled: async (reason) => {
-          this.#log.warn(`queue ${queue}: pulls went silent (${reason}); checking the consumer`);
-          await this.#ensureConsumer(await this.#client!.jsm(), queue);
-        },
-      });
-      this.#pullers.set(queue, puller);
-      puller.start();
+    const live = this.#client;
+    this.#rates = new RateLimiter(live.nc, () => live.jsm(), live.names.ratesBucket);
+    for (const { sig } of this.#registry.values()) {
+      if (sig.options.rateLimit) this.#rates.setLocal(sig.name, sig.options.rateLimit);
+      if (sig.options.globalRateLimit) this.#rates.setGlobal(sig.name, sig.options.globalRateLimit);
     }
+    for (const queue of this.queues) await this.#consume(jsm, queue);
+    this.#control = new ControlServer(live.nc, live.names, {
+      identity: this.identity,
+      queueNames: () => [...this.#pullers.keys()],
+      snapshot: () => ({ ...this.#snapshot() }),
+      handle: (verb, args) => this.#handleControl(verb, args),
+    }, (subject, data) => this.#publisher.publish(subject, data), WORKER_LEASE_S);
+    await this.#control.start();
     void this.#watchConnection();
     this.#sweepTimer = setInterval(() => this.#sweep(), Math.max(20, Math.min(250, this.#stateWriteDelay() / 2, this.#ackWaitMs / 3)));
     this.#state = "running";
@@ -319,6 +326,153 @@ export class Worker implements AsyncDisposable {
     });
     await this.#done;
     off();
+  }
+
+  /** Creates (or updates) the queue's consumer and starts pulling from it. */
+  async #consume(jsm: JetStreamManager, queue: string): Promise<void> {
+    await this.#ensureConsumer(jsm, queue);
+    const puller = new QueuePuller(this.#client!.nc, {
+      stream: this.#client!.names.tasksStream,
+      consumer: this.#client!.names.queueConsumer(queue),
+      prefetch: this.#queueConfig.get(queue)!.prefetch,
+      onMessage: (msg) => this.#onMessage(queue, msg),
+      onStalled: async (reason) => {
+        this.#log.warn(`queue ${queue}: pulls went silent (${reason}); checking the consumer`);
+        await this.#ensureConsumer(await this.#client!.jsm(), queue);
+      },
+    });
+    this.#pullers.set(queue, puller);
+    puller.start();
+  }
+
+  /** This worker as the registry and `stats` show it. */
+  #snapshot(): WorkerEntry {
+    const reserved = [...this.#inFlight].filter((f) => f.startedAt === undefined && !f.settled).length;
+    return {
+      v: PROTOCOL_VERSION,
+      ...this.identity,
+      queues: Object.fromEntries([...this.#queueConfig].filter(([q]) => this.#pullers.has(q)).map(([q, c]) => [q, { concurrency: c.concurrency, prefetch: c.prefetch, serial: c.serial, paused: this.#paused.has(q) }])),
+      concurrency: this.#concurrency,
+      active: this.#running,
+      reserved,
+      processed: this.stats.succeeded + this.stats.failed,
+      failed: this.stats.failed,
+      tasks: this.registered,
+      pool: "inline",
+      startedAt: this.#startedAt,
+      heartbeatAt: Date.now(),
+    };
+  }
+
+  /** One remote-control verb (see docs/control.md). */
+  async #handleControl(verb: string, args: Record<string, unknown>): Promise<unknown> {
+    const queueArg = () => {
+      const q = args.queue;
+      if (typeof q !== "string") throw new Error(`${verb} needs {queue: "<name>"}`);
+      assertToken("queue", q);
+      return q;
+    };
+    const flights = (started: boolean) =>
+      [...this.#inFlight].filter((f) => !f.settled && (f.startedAt !== undefined) === started).map((f) => ({
+        id: f.task.id, task: f.task.task, queue: f.queue, args: f.task.args, receivedAt: f.receivedAt,
+        ...(f.startedAt !== undefined ? { startedAt: f.startedAt } : {}), deliveryCount: f.deliveryCount, retries: f.task.retries ?? 0,
+      }));
+    switch (verb) {
+      case "ping":
+        return "pong";
+      case "active":
+        return flights(true);
+      case "reserved":
+        return flights(false);
+      case "scheduled":
+        // Nothing waits in a worker: delayed tasks live in the scheduled stream (client.scheduled()).
+        return [];
+      case "registered":
+        return this.registered;
+      case "stats":
+        return { ...this.#snapshot(), stats: { ...this.stats }, memory: processMemory(), revocations: this.#revocations?.size ?? 0, rateLimits: this.#rates?.limits() ?? {}, uptimeMs: Date.now() - this.#startedAt };
+      case "queues":
+        return this.#snapshot().queues;
+      case "revoked":
+        return this.#revocations?.size ?? 0;
+      case "shutdown":
+        setTimeout(() => void this.close(), 0);
+        return "shutting down";
+      case "pool_grow":
+      case "pool_shrink": {
+        const n = Number(args.n ?? 1);
+        if (!Number.isInteger(n) || n < 1) throw new Error(`${verb} needs {n: <positive integer>}`);
+        this.#concurrency = Math.max(1, this.#concurrency + (verb === "pool_grow" ? n : -n));
+        for (const [q, c] of this.#queueConfig) {
+          if (!c.serial) this.#queueConfig.set(q, { ...c, concurrency: Math.min(c.concurrency + (verb === "pool_grow" ? n : -n), this.#concurrency) || 1 });
+        }
+        this.#drainWaiting();
+        return { concurrency: this.#concurrency };
+      }
+      case "rate_limit": {
+        const task = args.task;
+        if (typeof task !== "string") throw new Error(`rate_limit needs {task: "<name>", rate: "100/s" | null}`);
+        const rate = args.rate === null || args.rate === undefined ? undefined : String(args.rate);
+        if (args.global === true) this.#rates!.setGlobal(task, rate);
+        else this.#rates!.setLocal(task, rate);
+        return this.#rates!.limits();
+      }
+      case "add_consumer": {
+        const queue = queueArg();
+        if (this.#pullers.has(queue)) return `already consuming ${queue}`;
+        const o = (args.options ?? {}) as QueueOptions;
+        const serial = o.serial === true;
+        const concurrency = serial ? 1 : Math.min(o.concurrency ?? this.#concurrency, this.#concurrency);
+        this.#queueConfig.set(queue, { serial, concurrency, prefetch: serial ? 1 : o.prefetch ?? concurrency, ackWaitMs: (o.ackWait ?? this.#client!.settings.ackWait) * MS });
+        await this.#consume(await this.#client!.jsm(), queue);
+        await this.#control?.beat();
+        return `consuming ${queue}`;
+      }
+      case "cancel_consumer": {
+        const queue = queueArg();
+        const puller = this.#pullers.get(queue);
+        if (!puller) return `not consuming ${queue}`;
+        puller.stop();
+        this.#returnWaiting(queue);
+        this.#pullers.delete(queue);
+        // Messages of pulls still open come back here: they are handed back (see #onMessage).
+        setTimeout(() => puller.close(), 35_000);
+        await this.#control?.beat();
+        return `stopped consuming ${queue}`;
+      }
+      case "pause_queue": {
+        const queue = queueArg();
+        const puller = this.#pullers.get(queue);
+        if (!puller) return `not consuming ${queue}`;
+        this.#paused.add(queue);
+        puller.pause();
+        this.#returnWaiting(queue);
+        return `paused ${queue}`;
+      }
+      case "resume_queue": {
+        const queue = queueArg();
+        if (!this.#paused.delete(queue)) return `${queue} was not paused`;
+        this.#pullers.get(queue)?.resume();
+        return `resumed ${queue}`;
+      }
+      default:
+        throw new Error(`unknown control verb ${JSON.stringify(verb)}`);
+    }
+  }
+
+  /** Hands back messages of `queue` that wait for a slot (so other workers take them now). */
+  #returnWaiting(queue: string): void {
+    for (let i = this.#waiting.length - 1; i >= 0; i--) if (this.#waiting[i]!.queue === queue) this.#waiting.splice(i, 1);
+    for (const f of [...this.#inFlight]) {
+      if (f.queue === queue && f.startedAt === undefined && !f.settled && !f.fromScheduler) this.#finishFlight(f, ACK.nak);
+    }
+  }
+
+  #drainWaiting(): void {
+    for (let i = this.#waiting.findIndex((w) => this.#canRun(w.queue)); i >= 0; i = this.#waiting.findIndex((w) => this.#canRun(w.queue))) {
+      const [next] = this.#waiting.splice(i, 1);
+      this.#take(next!.queue, next!.go);
+    }
   }
 
   async #startScheduler(jsm: JetStreamManager): Promise<void> {
@@ -427,7 +581,7 @@ export class Worker implements AsyncDisposable {
 
   #onMessage(queue: string, msg: Msg): void {
     this.stats.received++;
-    if (this.#state !== "running") {
+    if (this.#state !== "running" || this.#paused.has(queue) || !this.#pullers.has(queue)) {
       // Arrived after we stopped pulling: hand it straight back for another worker.
       this.#settle(queue, msg, ACK.nak);
       return;
@@ -525,6 +679,7 @@ export class Worker implements AsyncDisposable {
   async #execute(flight: InFlight, reg: Registration, args: unknown): Promise<void> {
     if (this.#state !== "running" && this.#state !== "stopping") return;
     const { task } = flight;
+    if (this.#rates) await this.#rates.acquire(task.task, flight.abort.signal);
     const revokedMeanwhile = this.#revocations?.get(task.id);
     if (revokedMeanwhile) {
       flight.revoked = revokedMeanwhile;
@@ -851,6 +1006,7 @@ export class Worker implements AsyncDisposable {
       return;
     }
     this.#state = "stopping";
+    this.#control?.stop();
     for (const p of this.#pullers.values()) p.stop();
     this.#scheduler?.stop();
     // Messages held but not started go back at once, so another worker takes them now.
