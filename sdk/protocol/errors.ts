@@ -152,18 +152,28 @@ export function toErrorShape(err: unknown, retryable?: boolean): ErrorShape {
       err instanceof InvalidResultError;
     const shape: ErrorShape = {
       type: err.name && err.name !== "Error" ? err.name : err.constructor?.name || "Error",
-      message: err.message,
+      message: clip(err.message, MAX_MESSAGE),
       retryable: retryable ?? !nonRetryable,
     };
-    if (err.stack) shape.stack = err.stack;
+    if (err.stack) shape.stack = clip(err.stack, MAX_STACK);
     if (err instanceof InvalidArgumentsError || err instanceof InvalidResultError) {
-      shape.details = { issues: err.issues };
+      // Schema messages quote the offending value: a huge bad argument must not make a huge record.
+      shape.details = { issues: err.issues.slice(0, MAX_ISSUES).map((i) => ({ path: clip(i.path, 200), message: clip(i.message, 500) })) };
     } else if ("details" in err && (err as { details?: unknown }).details !== undefined) {
       shape.details = (err as { details?: unknown }).details;
     }
     return shape;
   }
-  return { type: typeof err, message: safeString(err), retryable: retryable ?? true };
+  return { type: typeof err, message: clip(safeString(err), MAX_MESSAGE), retryable: retryable ?? true };
+}
+
+/** Caps keeping error records far below any server's max_payload. */
+const MAX_MESSAGE = 4096;
+const MAX_STACK = 8192;
+const MAX_ISSUES = 20;
+
+function clip(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max)}… (${text.length - max} more characters)`;
 }
 
 function safeString(value: unknown): string {

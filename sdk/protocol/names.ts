@@ -168,6 +168,11 @@ export const HEADER = {
   dlqAt: "Celerity-Dlq-At",
   /** Identity of the worker that dead-lettered it. Worker writes on dead letters. */
   dlqWorker: "Celerity-Dlq-Worker",
+  /**
+   * Present when the dead letter's body is only the start of the original (which, with the dead
+   * letter headers, would not fit max_payload): the original size in bytes. Worker writes.
+   */
+  dlqTruncated: "Celerity-Dlq-Truncated",
 } as const;
 /** One of Celerity's header names. */
 export type HeaderName = (typeof HEADER)[keyof typeof HEADER];

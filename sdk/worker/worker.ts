@@ -175,6 +175,9 @@ export class MaxRetriesExceededError extends Error {
 
 const MS = 1000;
 
+/** Returns a message after 5 s: for failures that an immediate redelivery would only repeat. */
+const DELAYED_NAK = `${ACK.nak} ${JSON.stringify({ delay: 5e9 })}`;
+
 /** Runs task handlers for one or more queues. */
 export class Worker implements AsyncDisposable {
   readonly #options: WorkerOptions;
@@ -535,6 +538,10 @@ export class Worker implements AsyncDisposable {
   /** Set by a pool that can kill executions; inline handlers can only be aborted by their signal. */
   #terminate: ((f: InFlight) => void) | undefined;
 
+  #maxPayload(): number {
+    return this.#client?.nc.info?.max_payload ?? 1024 * 1024;
+  }
+
   #stateWriteDelay(): number {
     return this.#options.stateWriteDelayMs ?? 200;
   }
@@ -814,6 +821,15 @@ export class Worker implements AsyncDisposable {
     const client = this.#client!;
     flight.finalizing = true;
     const body = encode({ kind: "result", ...record });
+    if (body.length > this.#maxPayload() - 1024 && record.state === STATE.success) {
+      // Running it again would give the same too-large result: fail it for good, with the reason.
+      const detail = `the result of task "${record.task}" is ${body.length} bytes, more than the server's max_payload (${this.#maxPayload()}): return a reference (an object-store key) instead`;
+      const failure = this.#record(flight, STATE.failure, { error: { type: "ResultTooLargeError", message: detail, retryable: false } });
+      this.stats.succeeded--;
+      this.stats.failed++;
+      await this.#deadLetterAfterRun(flight, failure, DLQ_REASON.invalidResult, detail);
+      return;
+    }
     // The caller's fast path first (latency), the stored copy next (what survives a lost reply),
     // the ack last. The reply may thus beat the store; a caller that reads the bucket right after
     // a reply may still see the older state for a moment.
@@ -826,8 +842,8 @@ export class Worker implements AsyncDisposable {
     } catch (err) {
       // Not stored (or its callbacks not sent): do not ack. Hand the message back so the task
       // runs again (at-least-once; callbacks are deduplicated by their derived ids).
-      this.#log.error(`could not store the result of ${record.id} or send its callbacks; returning the message to the queue`, { error: (err as Error).message });
-      this.#finishFlight(flight, ACK.nak);
+      this.#log.error(`could not store the result of ${record.id} or send its callbacks; returning the message to the queue in 5 s`, { error: (err as Error).message });
+      this.#finishFlight(flight, DELAYED_NAK);
       return;
     }
     const now = Date.now();
@@ -937,11 +953,23 @@ export class Worker implements AsyncDisposable {
     // Dedupe the dead letter on the original sequence so a retried copy is not stored twice.
     h.set(HEADER.msgId, `dlq.${delivery?.streamSequence ?? Date.now()}.${flight.task.id || "x"}`);
     this.#inFlight.add(flight);
+    // No more RECEIVED/STARTED writes: they must not land on top of the FAILURE record.
+    flight.finalizing = true;
+    await flight.stateWrite?.catch(() => {});
+    const subject = client.names.dlqSubject(flight.queue);
+    let body = msg.data;
+    const room = this.#maxPayload() - subject.length - (h as unknown as { encode(): Uint8Array }).encode().length - 512;
+    if (body.length > room) {
+      // A message near max_payload plus our headers would not fit: keep its start and its size,
+      // so it is still dead-lettered (never bounced back to the queue forever).
+      h.set(HEADER.dlqTruncated, String(body.length));
+      body = body.subarray(0, Math.max(0, room - 64));
+    }
     try {
-      await this.#publisher.publish(client.names.dlqSubject(flight.queue), msg.data, h);
+      await this.#publisher.publish(subject, body, h);
     } catch (err) {
-      this.#log.error(`could not dead-letter a message; returning it to the queue`, { error: (err as Error).message });
-      this.#finishFlight(flight, ACK.nak);
+      this.#log.error(`could not dead-letter a message; returning it to the queue in 5 s`, { error: (err as Error).message });
+      this.#finishFlight(flight, DELAYED_NAK);
       return;
     }
     this.stats.deadLettered++;
