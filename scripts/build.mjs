@@ -12,6 +12,8 @@ export const entries = {
   settings: "sdk/settings/mod.ts",
   testing: "sdk/testing/mod.ts",
   cli: "sdk/cli/mod.ts",
+  beat: "sdk/beat/mod.ts",
+  canvas: "sdk/canvas/mod.ts",
 };
 
 const entryPoints = Object.fromEntries(Object.entries(entries).filter(([, file]) => existsSync(file)));

@@ -15,6 +15,9 @@ import { callCommand, resultCommand, sendCommand } from "./call.ts";
 import { isSettingsError } from "./connection.ts";
 import { initCommand } from "./init.ts";
 import { dlqCommand } from "./dlq.ts";
+import { beatCommand } from "./beat.ts";
+import { eventsCommand } from "./events.ts";
+import { sinkCommand } from "./sink.ts";
 import { CliError, EXIT, processIo, UsageError, type Command, type Io } from "./io.ts";
 import { statusCommand } from "./status.ts";
 import { workerCommand } from "./worker.ts";
@@ -24,7 +27,7 @@ export { loadTasksModule, type RegisterTasks } from "./worker.ts";
 
 /** Every command, by name, in the order `celerity help` lists them. */
 export const COMMANDS: ReadonlyMap<string, Command> = new Map(
-  [workerCommand, callCommand, sendCommand, statusCommand, resultCommand, initCommand, dlqCommand].map((c) => [c.name, c]),
+  [workerCommand, beatCommand, callCommand, sendCommand, statusCommand, resultCommand, initCommand, dlqCommand, eventsCommand, sinkCommand].map((c) => [c.name, c]),
 );
 
 /** The usage text of `celerity help`. */

@@ -155,7 +155,7 @@ Exit codes:
       } catch (err) {
         throw new CliError(`tasks module ${values.app} failed while registering its tasks: ${err instanceof Error ? err.message : String(err)}`);
       }
-      if (worker.registered.length === 0) {
+      if (worker.registered.length === 0 && worker.eternals.length === 0) {
         throw new CliError(`tasks module ${values.app} implemented no task: call worker.implement(signature, handler) in its register function`);
       }
       try {

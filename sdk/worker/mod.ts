@@ -24,3 +24,13 @@ export {
 } from "./worker.ts";
 export { QueuePuller, type PullerOptions } from "./puller.ts";
 export { createLogger, LOG_LEVEL, type Logger, type LogLevel } from "./logger.ts";
+export {
+  ETERNAL_STATUS, eternalBucket, EternalRunner, eternalStatus,
+  type EternalContext, type EternalOptions, type EternalState, type EternalStatus,
+} from "./eternal.ts";
+export {
+  DispatchError, handler, HANDLER_TASK_PREFIX, HandlerRegistry, handlersBucket, listen, packetsSubject,
+  publishPacket, requestPacket, unknownPackets,
+  type DispatchReport, type HandlerContext, type HandlerOptions, type HandlerRegistration, type ImplementsTasks,
+  type ListenOptions, type Packet, type PacketArgs, type PacketHandler, type PacketListener, type UnknownPacketCount,
+} from "./handlers.ts";

@@ -45,6 +45,8 @@ import { afterTask } from "../canvas/mod.ts";
 import { hostIdentity, onTerminationSignals, processMemory } from "../transport/mod.ts";
 import { ControlServer } from "./control.ts";
 import { RateLimiter } from "./rate_limit.ts";
+import { EternalRunner, type EternalContext, type EternalOptions, type EternalState } from "./eternal.ts";
+import type { HandlerRegistry } from "./handlers.ts";
 import { createLogger, type Logger, type LogLevel } from "./logger.ts";
 import { QueuePuller } from "./puller.ts";
 import { Revocations } from "./revocations.ts";
@@ -182,6 +184,9 @@ const DELAYED_NAK = `${ACK.nak} ${JSON.stringify({ delay: 5e9 })}`;
 export class Worker implements AsyncDisposable {
   readonly #options: WorkerOptions;
   readonly #registry = new Map<string, Registration>();
+  /** Eternal tasks declared with eternal(); their runners exist from start() on. */
+  readonly #eternalSpecs: EternalOptions[] = [];
+  readonly #eternals: EternalRunner[] = [];
   readonly #pullers = new Map<string, QueuePuller>();
   readonly #inFlight = new Set<InFlight>();
   readonly #waiting: { queue: string; go: () => void }[] = [];
@@ -226,6 +231,36 @@ export class Worker implements AsyncDisposable {
     if (this.#registry.has(sig.name)) throw new Error(`task "${sig.name}" is already implemented by this worker`);
     this.#registry.set(sig.name, { sig, handler: handler as Registration["handler"] });
     return this;
+  }
+
+  /**
+   * Declares an eternal task (GWCelery's `celery_eternal`): `run` keeps running on exactly one of
+   * the workers that declare it, is restarted with backoff when it throws or returns, and moves to
+   * another worker within `leaseSeconds` when this one dies. `ctx.signal` aborts on shutdown and
+   * when the lease is lost. Returns the worker for chaining.
+   */
+  eternal(
+    name: string | AnySignature,
+    run: (ctx: EternalContext) => Promise<void> | void,
+    options: Omit<EternalOptions, "name" | "run" | "logger"> = {},
+  ): this {
+    const n = typeof name === "string" ? name : name.name;
+    if (this.#state !== "new") throw new Error(`eternal("${n}") must be called before start()`);
+    if (this.#eternalSpecs.some((s) => s.name === n)) throw new Error(`eternal task "${n}" is already declared by this worker`);
+    this.#eternalSpecs.push({ ...options, name: n, run, logger: this.#log });
+    return this;
+  }
+
+  /** Implements the task of every handler in `registry` (the same as `registry.register(worker)`). */
+  handlers(registry: HandlerRegistry): this {
+    registry.register(this);
+    return this;
+  }
+
+  /** This worker's view of its eternal tasks (running here, standing by, in backoff, stopped). */
+  get eternals(): EternalState[] {
+    if (this.#eternals.length > 0) return this.#eternals.map((r) => r.state());
+    return this.#eternalSpecs.map((s) => ({ name: s.name, status: "stopped", restarts: 0, since: Date.now() }));
   }
 
   /** Names of the tasks this worker implements. */
@@ -312,6 +347,12 @@ export class Worker implements AsyncDisposable {
     void this.#watchConnection();
     this.#sweepTimer = setInterval(() => this.#sweep(), Math.max(20, Math.min(250, this.#stateWriteDelay() / 2, this.#ackWaitMs / 3)));
     this.#state = "running";
+    // Eternal tasks last: the queues they may send to are consumed by now.
+    for (const spec of this.#eternalSpecs) {
+      const runner = new EternalRunner(this.#client, this.identity, spec);
+      this.#eternals.push(runner);
+      await runner.start();
+    }
     this.#log.info(`worker ready`, { queues: Object.fromEntries(this.#queueConfig), concurrency: this.#concurrency, tasks: this.registered });
   }
 
@@ -1035,6 +1076,9 @@ export class Worker implements AsyncDisposable {
     }
     this.#state = "stopping";
     this.#control?.stop();
+    // Eternal tasks first: abort their signals and release their leases so another worker takes
+    // over at once (a cold stop does not wait for them to return).
+    await Promise.all(this.#eternals.map((r) => r.stop({ graceMs: Math.min(graceMs, 10_000) })));
     for (const p of this.#pullers.values()) p.stop();
     this.#scheduler?.stop();
     // Messages held but not started go back at once, so another worker takes them now.
