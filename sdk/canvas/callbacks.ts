@@ -1,8 +1,10 @@
 /** Link and error-link callbacks, and the hook the worker calls after a task's final record. */
-import { encode, HEADER, PROTOCOL_VERSION, STATE, type ResultRecord, type TaskMessage } from "../protocol/mod.ts";
-import type { MsgHdrs } from "@nats-io/nats-core";
-import { headers as natsHeaders } from "@nats-io/nats-core";
-import { DEFAULT_QUEUE, type Names } from "../protocol/mod.ts";
+import { STATE, type ResultRecord, type TaskMessage } from "../protocol/mod.ts";
+import { callbackNode, type CallNode, type Node } from "./compile.ts";
+import { argsFor, failureInput, Launcher, recordMember, type CanvasClient, type Membership } from "./runtime.ts";
+import type { Call } from "./shapes.ts";
+
+export type { CanvasClient } from "./runtime.ts";
 
 /** One task to send later: plain data (a name, arguments, options). */
 export interface CallbackSpec {
@@ -14,67 +16,91 @@ export interface CallbackSpec {
   immutable?: boolean;
 }
 
-/** The callbacks a task message may carry (`TaskMessage.callbacks`). */
-export interface Callbacks {
-  /** Sent when the task succeeds. */
-  link?: CallbackSpec[];
-  /** Sent when the task fails for good (after its retries), with the error. */
-  linkError?: CallbackSpec[];
-}
-
 /**
- * What canvas needs from a client. `Client` satisfies it; canvas does not import the client, so the
- * client can import canvas without a cycle.
+ * The callbacks a task message may carry (`TaskMessage.callbacks`); docs/canvas.md describes the
+ * wire form for other languages.
  */
-export interface CanvasClient {
-  readonly names: Names;
-  readonly publisher: { publish(subject: string, data: Uint8Array, headers?: MsgHdrs): Promise<unknown> };
+export interface Callbacks {
+  /** Sent when the task succeeds, with its result. */
+  link?: (CallbackSpec | CallNode | Node)[];
+  /** Sent when the task fails for good (after its retries), with `{ taskId, task, error }`. */
+  linkError?: (CallbackSpec | CallNode | Node)[];
+  /** The rest of a chain: sent with the task's result when it succeeds. */
+  next?: Node;
+  /** The task's outcome is member `i` of chord `chord` (recorded on success when nothing follows, on failure, on revoke). */
+  member?: Membership;
 }
 
-/** Callbacks sent on success. */
-export function link(...callbacks: CallbackSpec[]): Callbacks {
-  return { link: callbacks };
+/** Callbacks sent on success: plain specs or calls (`call(sig, args)`, `callImmutable(...)`). */
+export function link(...callbacks: (CallbackSpec | Call)[]): Callbacks {
+  return { link: callbacks.map(toCallback) };
 }
 
 /** Callbacks sent on final failure. */
-export function linkError(...callbacks: CallbackSpec[]): Callbacks {
-  return { linkError: callbacks };
+export function linkError(...callbacks: (CallbackSpec | Call)[]): Callbacks {
+  return { linkError: callbacks.map(toCallback) };
+}
+
+function toCallback(c: CallbackSpec | Call): CallbackSpec | CallNode {
+  return (c as Call).kind === "call" ? callbackNode(c as Call) : c;
 }
 
 /**
  * The arguments a callback is sent with: its own when immutable; otherwise the parent's result
- * (success) or `{ error, taskId }` (failure) — merged into the callback's own object arguments
- * as `parent` when it has some.
+ * (success) or `{ taskId, task, error }` (failure) — merged into the callback's own object
+ * arguments as `parent` when it has some.
  */
 export function callArgs(spec: CallbackSpec, parent: ResultRecord): unknown {
-  if (spec.immutable) return spec.args;
-  const fromParent = parent.state === STATE.success ? parent.result : { taskId: parent.id, task: parent.task, error: parent.error };
-  if (spec.args === undefined) return fromParent;
-  if (typeof spec.args === "object" && spec.args !== null && !Array.isArray(spec.args)) return { ...spec.args, parent: fromParent };
-  return spec.args;
+  return argsFor(spec, parent.state === STATE.success ? { value: parent.result } : failureInput(parent));
 }
 
 /**
  * Called by the worker after a task's final record is stored and before its message is acked.
- * Sends the callbacks that apply. Callback ids derive from the parent's id, so a worker that
- * crashed after sending and runs the parent again sends duplicates the server drops (Nats-Msg-Id).
+ * Sends what follows the task: its links (success) or error links (failure), the rest of its
+ * chain, and records its chord membership (sending the chord's body when it is the last member).
+ * Ids of what it sends derive from the parent's, so a worker that crashed after sending and runs
+ * the parent again sends duplicates the server drops (Nats-Msg-Id).
  */
 export async function afterTask(client: CanvasClient, task: TaskMessage, record: ResultRecord): Promise<void> {
   const callbacks = task.callbacks as Callbacks | undefined;
-  if (!callbacks) return;
-  const list = record.state === STATE.success ? callbacks.link : record.state === STATE.failure ? callbacks.linkError : undefined;
-  if (!list?.length) return;
-  await Promise.all(list.map((spec, i) => {
-    const id = `${task.id}.${record.state === STATE.success ? "l" : "e"}${i}`;
-    const queue = spec.queue ?? DEFAULT_QUEUE;
-    const message: TaskMessage = {
-      v: PROTOCOL_VERSION, id, task: spec.task, args: callArgs(spec, record), queue, sentAt: Date.now(),
-      meta: { parentId: task.id, rootId: (task.meta?.rootId as string | undefined) ?? task.id },
-    };
-    if (spec.priority) message.priority = spec.priority;
-    const h = natsHeaders();
-    h.set(HEADER.msgId, id);
-    h.set(HEADER.task, spec.task);
-    return client.publisher.publish(client.names.taskSubject(queue, spec.priority ?? 0), encode(message), h);
-  }));
+  if (!callbacks || typeof callbacks !== "object") return;
+  const launcher = new Launcher(client, { parentId: task.id, rootId: (task.meta?.rootId as string | undefined) ?? task.id });
+  const jobs: Promise<void>[] = [];
+  const send = (list: Callbacks["link"], tag: "l" | "e", value: { value: unknown }) =>
+    list?.forEach((entry, i) => jobs.push(launcher.launch(asNode(entry, `${task.id}.${tag}${i}`), value)));
+  if (record.state === STATE.success) {
+    const input = { value: record.result };
+    send(callbacks.link, "l", input);
+    if (callbacks.next) jobs.push(launcher.launch(callbacks.next, input, callbacks.member ? { member: callbacks.member } : {}));
+    else if (callbacks.member) jobs.push(recordMember(client, callbacks.member));
+  } else if (record.state === STATE.failure) {
+    send(callbacks.linkError, "e", failureInput(record));
+    if (callbacks.member) jobs.push(recordMember(client, callbacks.member));
+  } else if (record.state === STATE.revoked && callbacks.member) {
+    // A revoked member still counts (as an error), or its chord would wait for ever.
+    jobs.push(recordMember(client, callbacks.member));
+  }
+  if (!jobs.length) return;
+  try {
+    await Promise.all(jobs);
+  } finally {
+    launcher.flushEvents(`${task.id}.cb`);
+  }
+}
+
+/** A callback entry as a node: legacy specs and id-less calls get the id derived from the parent. */
+function asNode(entry: CallbackSpec | CallNode | Node, id: string): Node {
+  if (!("kind" in entry)) {
+    const spec = entry as CallbackSpec;
+    const node: CallNode = { kind: "call", id, task: spec.task };
+    if (spec.args !== undefined) node.args = spec.args;
+    if (spec.immutable) node.immutable = true;
+    const options: CallNode["options"] = {};
+    if (spec.queue !== undefined) options.queue = spec.queue;
+    if (spec.priority !== undefined) options.priority = spec.priority;
+    if (Object.keys(options).length) node.options = options;
+    return node;
+  }
+  if (entry.kind === "call" && !entry.id) return { ...entry, id };
+  return entry;
 }

@@ -1,0 +1,508 @@
+/**
+ * Sending canvases as tasks, by the client (apply) and by workers (after a task's final record):
+ * one `launch` for both, so a chain step, a chord's body and a link are sent the same way.
+ *
+ * Chords are counted in JetStream, never polled: each member, once its own record is stored,
+ * sets its bit in the chord's state key with compare-and-set (Nats-Expected-Last-Subject-Sequence);
+ * the member whose update completes the set sends the body, under an id derived from the chord's,
+ * so two racing completers (a redelivered member) send it once (Nats-Msg-Id).
+ */
+import type { MsgHdrs } from "@nats-io/nats-core";
+import { headers as natsHeaders } from "@nats-io/nats-core";
+import type { JetStreamManager, StreamConfig } from "@nats-io/jetstream";
+import {
+  CelerityError,
+  decode,
+  decodeResultRecord,
+  DEFAULT_QUEUE,
+  encode,
+  EVENT,
+  FINAL_STATES,
+  HEADER,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  STATE,
+  type ErrorShape,
+  type Names,
+  type ResultRecord,
+  type TaskEvent,
+  type TaskMessage,
+} from "../protocol/mod.ts";
+import { tails, type CallNode, type ChordNode, type Node } from "./compile.ts";
+import type { ChordErrorPolicy } from "./shapes.ts";
+
+/** Settings canvas reads when the client has them (Client does). */
+export interface CanvasSettings {
+  /** Seconds the chord state is kept (the results' expiry). */
+  readonly resultExpires?: number;
+  readonly replicas?: number;
+  readonly storage?: "file" | "memory";
+  /** Publish `task-sent` events for the tasks canvas sends. */
+  readonly events?: boolean;
+}
+
+/**
+ * What canvas needs from a client. `Client` satisfies it; canvas does not import the client, so the
+ * client can import canvas without a cycle.
+ */
+export interface CanvasClient {
+  readonly names: Names;
+  readonly publisher: { publish(subject: string, data: Uint8Array, headers?: MsgHdrs): Promise<unknown> };
+  /** JetStream management: chords keep their state in a stream (required once a canvas has a chord). */
+  jsm?(): Promise<JetStreamManager>;
+  readonly settings?: CanvasSettings;
+}
+
+/** A chord membership: this task's outcome is member `i` of the `n` members of chord `chord`. */
+export interface Membership {
+  chord: string;
+  i: number;
+  n: number;
+}
+
+/** The parent's outcome a launched canvas receives (absent when sent by a client). */
+export interface Input {
+  value: unknown;
+}
+
+/** Who launches: the ids a launched task's meta names. */
+export interface Origin {
+  parentId?: string;
+  rootId: string;
+}
+
+/** A chord's definition, stored once under `spec.<id>` before its members are sent. */
+export interface ChordSpec {
+  v: number;
+  id: string;
+  n: number;
+  /** The tasks whose records are the members' results, in order. */
+  ids: string[];
+  body: Node;
+  onError: ChordErrorPolicy;
+  linkError?: Node[];
+  /** Set when the chord is itself the last part of a member of an enclosing chord. */
+  member?: Membership;
+  rootId: string;
+}
+
+/** A chord's progress, under `state.<id>`: one bit per finished member, and whether the body was sent. */
+export interface ChordState {
+  v: number;
+  n: number;
+  done: Uint8Array;
+  sent: boolean;
+}
+
+/** The error a chord's body is recorded with when members failed under policy "fail". */
+export class ChordError extends CelerityError {
+  override name = "ChordError";
+  constructor(
+    readonly chordId: string,
+    readonly errors: { index: number; id: string; error: ErrorShape }[],
+    readonly size: number,
+  ) {
+    super(`chord ${chordId}: ${errors.length} of ${size} members failed: ${errors.slice(0, 5).map((e) => `#${e.index} (${e.id}) ${e.error.type}: ${e.error.message}`).join("; ")}${errors.length > 5 ? "; …" : ""}`);
+  }
+
+  /** The wire shape (details list every member error). */
+  toShape(): ErrorShape {
+    return { type: this.name, message: this.message, retryable: false, details: { chordId: this.chordId, errors: this.errors } };
+  }
+}
+
+/** Name of the chords bucket of a namespace (a KV-style stream `KV_<bucket>`). */
+export function chordBucket(n: Names): string {
+  return `${n.namespace}_chords`;
+}
+
+/** Stream configuration of the chords bucket (history 1, expiring with the results). */
+export function chordStreamConfig(n: Names, s: CanvasSettings = {}): Partial<StreamConfig> & { name: string } {
+  const bucket = chordBucket(n);
+  const NS = 1_000_000_000;
+  const maxAge = s.resultExpires ?? 86_400;
+  return {
+    name: `KV_${bucket}`,
+    subjects: [`$KV.${bucket}.>`],
+    retention: "limits",
+    max_msgs_per_subject: 1,
+    max_age: maxAge * NS,
+    discard: "new",
+    allow_rollup_hdrs: true,
+    deny_delete: true,
+    allow_direct: true,
+    duplicate_window: Math.min(120, maxAge) * NS,
+    storage: s.storage ?? "file",
+    num_replicas: s.replicas ?? 1,
+  } as Partial<StreamConfig> & { name: string };
+}
+
+const ensured = new WeakMap<object, Promise<void>>();
+
+/** Creates the chords bucket if it does not exist (once per client; idempotent across processes). */
+export function ensureChordBucket(client: CanvasClient): Promise<void> {
+  let p = ensured.get(client);
+  if (!p) {
+    p = (async () => {
+      const jsm = await requireJsm(client);
+      const config = chordStreamConfig(client.names, client.settings);
+      try {
+        await jsm.streams.info(config.name);
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+        try {
+          await jsm.streams.add(config);
+        } catch (addErr) {
+          if (!/already in use|already exists/i.test((addErr as Error).message)) throw addErr;
+        }
+      }
+    })();
+    p.catch(() => ensured.delete(client));
+    ensured.set(client, p);
+  }
+  return p;
+}
+
+/** Sends canvases as tasks and collects their `task-sent` events into one batch. */
+export class Launcher {
+  readonly #events: TaskEvent[] = [];
+  constructor(
+    readonly client: CanvasClient,
+    readonly origin: Origin,
+  ) {}
+
+  /** Sends `node`; `input` is the parent's outcome, `then` what follows it and the membership it carries. */
+  async launch(node: Node, input: Input | undefined, then: { next?: Node; member?: Membership } = {}): Promise<void> {
+    switch (node.kind) {
+      case "call":
+        return this.#sendCall(node, input, then);
+      case "chain": {
+        const [first, ...rest] = node.steps;
+        if (!first) return;
+        // Every step but the last is a call: the rest travels in its callbacks.
+        const tail = then.next ? [...rest, then.next] : rest;
+        const next: Node | undefined = tail.length === 0 ? undefined : tail.length === 1 ? tail[0] : { kind: "chain", steps: tail };
+        return this.launch(first, input, { next, member: then.member });
+      }
+      case "group":
+        if (then.next || then.member) throw new ProtocolError(`group ${node.id} cannot be followed here: this canvas was not compiled by apply()`);
+        await Promise.all(node.members.map((m) => this.launch(m, input)));
+        return;
+      case "chord":
+        return this.#sendChord(node, input, then);
+    }
+  }
+
+  async #sendCall(node: CallNode, input: Input | undefined, then: { next?: Node; member?: Membership }): Promise<void> {
+    if (!node.id) throw new ProtocolError(`call "${node.task}" has no id: send canvases with apply()`);
+    const o = node.options ?? {};
+    const now = Date.now();
+    const queue = o.queue ?? DEFAULT_QUEUE;
+    const meta: Record<string, unknown> = { ...(o.meta ?? {}), rootId: this.origin.rootId };
+    if (this.origin.parentId !== undefined) meta.parentId = this.origin.parentId;
+    const message: TaskMessage = { v: PROTOCOL_VERSION, id: node.id, task: node.task, args: argsFor(node, input) ?? null, queue, sentAt: now, meta };
+    if (o.priority) message.priority = o.priority;
+    const eta = o.eta ?? (o.countdown !== undefined ? now + o.countdown * 1000 : undefined);
+    if (eta !== undefined) message.eta = eta;
+    if (o.expires !== undefined) message.expires = now + o.expires * 1000;
+    if (o.retries !== undefined) message.maxRetries = o.retries;
+    if (o.retryDelay !== undefined) message.retryDelay = o.retryDelay;
+    if (o.retryDelayMax !== undefined) message.retryDelayMax = o.retryDelayMax;
+    if (o.autoretryFor !== undefined) message.autoretryFor = [...o.autoretryFor];
+    if (o.softTimeLimit !== undefined) message.softTimeLimit = o.softTimeLimit;
+    if (o.timeLimit !== undefined) message.timeLimit = o.timeLimit;
+    const callbacks: Record<string, unknown> = {};
+    if (node.link?.length) callbacks.link = node.link;
+    if (node.linkError?.length) callbacks.linkError = node.linkError;
+    if (then.next) callbacks.next = then.next;
+    if (then.member) callbacks.member = then.member;
+    if (Object.keys(callbacks).length) message.callbacks = callbacks;
+    const h = natsHeaders();
+    h.set(HEADER.msgId, node.id);
+    h.set(HEADER.task, node.task);
+    const n = this.client.names;
+    // Like the client: a task with a future ETA waits in the scheduled stream, not in a worker.
+    const subject = eta !== undefined && eta > now ? n.scheduledSubject(queue) : n.taskSubject(queue, o.priority ?? 0);
+    await this.client.publisher.publish(subject, encode(message), h);
+    const event: TaskEvent = { type: EVENT.sent, id: node.id, task: node.task, queue, at: now, args: message.args };
+    if (eta !== undefined) event.eta = eta;
+    if (message.expires !== undefined) event.expires = message.expires;
+    if (o.priority) event.priority = o.priority;
+    this.#events.push(event);
+  }
+
+  async #sendChord(node: ChordNode, input: Input | undefined, then: { next?: Node; member?: Membership }): Promise<void> {
+    if (then.next) throw new ProtocolError(`chord ${node.id} cannot be followed here: this canvas was not compiled by apply()`);
+    const body = node.body;
+    if (node.header.length === 0) {
+      // Nothing to wait for: the body runs at once with no results.
+      return this.launch(body, { value: [] }, { member: then.member });
+    }
+    await ensureChordBucket(this.client);
+    const spec: ChordSpec = {
+      v: PROTOCOL_VERSION, id: node.id, n: node.header.length, ids: node.header.map((m) => tails(m)[0]!.id),
+      body, onError: node.onError, rootId: this.origin.rootId,
+    };
+    if (node.linkError?.length) spec.linkError = node.linkError;
+    if (then.member) spec.member = then.member;
+    // Stored once, before any member can finish: a rerun of the sender finds it and keeps it.
+    await kvCreate(this.client, specSubject(this.client.names, node.id), encode(spec));
+    const n = node.header.length;
+    await Promise.all(node.header.map((m, i) => this.launch(m, input, { member: { chord: node.id, i, n } })));
+  }
+
+  /** Adds an event to the batch {@link flushEvents} publishes. */
+  event(event: TaskEvent): void {
+    this.#events.push(event);
+  }
+
+  /** Publishes the collected `task-sent` events as one batch (best effort, deduplicated by `key`). */
+  flushEvents(key: string): void {
+    if (this.#events.length === 0 || this.client.settings?.events === false) return;
+    const h = natsHeaders();
+    h.set(HEADER.msgId, `ev.${key}`);
+    const events = this.#events.splice(0);
+    this.client.publisher.publish(this.client.names.eventsSubject("task"), encode({ v: PROTOCOL_VERSION, events }), h).catch(() => {});
+  }
+}
+
+/**
+ * The arguments a launched call is sent with: its own when immutable or when nothing came before;
+ * otherwise the parent's outcome — as the whole arguments when the call has none, merged in as
+ * `parent` when its own arguments are an object. (Other own arguments are sent as given.)
+ */
+export function argsFor(node: { args?: unknown; immutable?: boolean }, input: Input | undefined): unknown {
+  if (node.immutable || input === undefined) return node.args;
+  if (node.args === undefined) return input.value;
+  if (typeof node.args === "object" && node.args !== null && !Array.isArray(node.args)) return { ...node.args, parent: input.value };
+  return node.args;
+}
+
+/** What an error callback receives: who failed, and how. */
+export function failureInput(record: ResultRecord): Input {
+  return { value: { taskId: record.id, task: record.task, error: record.error } };
+}
+
+/**
+ * Records that member `m` finished: sets its bit with compare-and-set, and sends the chord's body
+ * when this update completed the set (or when it finds the set complete but the body not yet
+ * marked sent: a rerun of the completer). Resolves once the bit is stored (and the body sent when
+ * this update completed the set), so the caller acks only then.
+ *
+ * Members finishing at once in one process are combined into one update, so contention is
+ * bounded by the number of processes, not by the number of running handlers.
+ */
+export function recordMember(client: CanvasClient, m: Membership): Promise<void> {
+  let perClient = counters.get(client);
+  if (!perClient) counters.set(client, (perClient = new Map()));
+  let batch = perClient.get(m.chord);
+  if (!batch) perClient.set(m.chord, (batch = { n: m.n, indexes: [], waiters: [], running: false }));
+  const b = batch;
+  const done = new Promise<void>((resolve, reject) => b.waiters.push({ resolve, reject }));
+  b.indexes.push(m.i);
+  if (!b.running) void drain(client, m.chord, b, perClient);
+  return done;
+}
+
+interface Batch {
+  n: number;
+  indexes: number[];
+  waiters: { resolve: () => void; reject: (err: unknown) => void }[];
+  running: boolean;
+}
+const counters = new WeakMap<object, Map<string, Batch>>();
+
+async function drain(client: CanvasClient, chordId: string, b: Batch, perClient: Map<string, Batch>): Promise<void> {
+  b.running = true;
+  while (b.indexes.length) {
+    const indexes = b.indexes.splice(0);
+    const waiters = b.waiters.splice(0);
+    try {
+      await setMembers(client, chordId, b.n, indexes);
+      for (const w of waiters) w.resolve();
+    } catch (err) {
+      for (const w of waiters) w.reject(err);
+    }
+  }
+  b.running = false;
+  perClient.delete(chordId);
+}
+
+async function setMembers(client: CanvasClient, chordId: string, n: number, indexes: number[]): Promise<void> {
+  const jsm = await requireJsm(client);
+  const stream = `KV_${chordBucket(client.names)}`;
+  const subject = stateSubject(client.names, chordId);
+  for (let attempt = 0; ; attempt++) {
+    const current = await jsm.streams.getMessage(stream, { last_by_subj: subject });
+    const state = current ? decodeState(current.data) : { v: PROTOCOL_VERSION, n, done: new Uint8Array(Math.ceil(n / 8)), sent: false };
+    const fresh = indexes.filter((i) => !hasBit(state.done, i));
+    if (fresh.length) {
+      for (const i of fresh) setBit(state.done, i);
+      if (!(await casWrite(client, subject, state, current?.seq ?? 0))) {
+        await backoff(attempt);
+        continue;
+      }
+    }
+    if (!state.sent && countBits(state.done) >= state.n) await finishChord(client, chordId);
+    return;
+  }
+}
+
+/** Reads the chord's spec and members' records, sends the body (or fails it), then marks it sent. */
+async function finishChord(client: CanvasClient, chordId: string): Promise<void> {
+  const jsm = await requireJsm(client);
+  const names = client.names;
+  const stored = await jsm.streams.getMessage(`KV_${chordBucket(names)}`, { last_by_subj: specSubject(names, chordId) });
+  if (!stored) throw new ProtocolError(`chord ${chordId}: its definition is gone (it expires with the results, after resultExpires): its body cannot be sent`);
+  const spec = decode(stored.data) as ChordSpec;
+  const records = await readRecords(jsm, names, spec.ids);
+  const launcher = new Launcher(client, { parentId: chordId, rootId: spec.rootId });
+  const errors = records.flatMap((r, index) => (r.state === STATE.success ? [] : [{ index, id: spec.ids[index]!, error: r.error ?? missingError(spec.ids[index]!) }]));
+  if (errors.length === 0 || spec.onError === "partial") {
+    const results = records.map((r, index) => (r.state === STATE.success ? r.result : { error: r.error ?? missingError(spec.ids[index]!) }));
+    await launcher.launch(spec.body, { value: results }, spec.member ? { member: spec.member } : {});
+  } else {
+    const error = new ChordError(chordId, errors, spec.n).toShape();
+    const bodyTails = tails(spec.body);
+    const now = Date.now();
+    // The body never runs: its record says why, so its handle rejects with the ChordError.
+    await Promise.all(bodyTails.map((t) => {
+      const record: ResultRecord = { v: PROTOCOL_VERSION, id: t.id, task: t.task, state: STATE.failure, error, finishedAt: now };
+      launcher.event({ type: EVENT.failed, id: t.id, task: t.task, at: now, error });
+      return client.publisher.publish(names.resultSubject(t.id), encode({ kind: "result", ...record }));
+    }));
+    const first = bodyTails[0]!;
+    const input: Input = { value: { taskId: first.id, task: first.task, chordId, error } };
+    await Promise.all((spec.linkError ?? []).map((l) => launcher.launch(l, input)));
+    if (spec.member) await recordMember(client, spec.member);
+  }
+  launcher.flushEvents(`${chordId}.done`);
+  await markSent(client, chordId);
+}
+
+async function markSent(client: CanvasClient, chordId: string): Promise<void> {
+  const jsm = await requireJsm(client);
+  const subject = stateSubject(client.names, chordId);
+  for (let attempt = 0; ; attempt++) {
+    const current = await jsm.streams.getMessage(`KV_${chordBucket(client.names)}`, { last_by_subj: subject });
+    if (!current) return;
+    const state = decodeState(current.data);
+    if (state.sent) return;
+    state.sent = true;
+    if (await casWrite(client, subject, state, current.seq)) return;
+    await backoff(attempt);
+  }
+}
+
+/** Each member's final record, in order. A missing or unfinished one (expired; overwritten by a rerun still running) is waited for briefly, then reported as an error. */
+async function readRecords(jsm: JetStreamManager, names: Names, ids: string[]): Promise<ResultRecord[]> {
+  const out: ResultRecord[] = new Array(ids.length);
+  const BATCH = 64;
+  for (let start = 0; start < ids.length; start += BATCH) {
+    await Promise.all(ids.slice(start, start + BATCH).map(async (id, k) => {
+      out[start + k] = await readFinalRecord(jsm, names, id);
+    }));
+  }
+  return out;
+}
+
+async function readFinalRecord(jsm: JetStreamManager, names: Names, id: string): Promise<ResultRecord> {
+  // A member's final record is stored before it counts itself, so it is there; only a rerun of
+  // that member (redelivered while the chord completed) may have replaced it with STARTED for a while.
+  const until = Date.now() + 30_000;
+  let record: ResultRecord | undefined;
+  for (let attempt = 0; ; attempt++) {
+    const msg = await jsm.streams.getMessage(`KV_${names.resultsBucket}`, { last_by_subj: names.resultSubject(id) });
+    record = msg && msg.data.length ? decodeResultRecord(msg.data) : undefined;
+    if (record && FINAL_STATES.has(record.state)) return record;
+    if (!record || Date.now() > until) break;
+    await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt)));
+  }
+  return { v: PROTOCOL_VERSION, id, task: record?.task ?? "", state: STATE.failure, error: missingError(id, record?.state) };
+}
+
+function missingError(id: string, state?: string): ErrorShape {
+  return {
+    type: "ResultMissingError",
+    message: state ? `member ${id} has no final record (its record says ${state})` : `member ${id} has no stored record (expired after resultExpires, or never stored)`,
+    retryable: false,
+  };
+}
+
+/** Publishes `state` only if `subject` is still at `expectedSeq`; false when someone wrote first. */
+async function casWrite(client: CanvasClient, subject: string, state: ChordState, expectedSeq: number): Promise<boolean> {
+  const h = natsHeaders();
+  h.set("Nats-Expected-Last-Subject-Sequence", String(expectedSeq));
+  try {
+    await client.publisher.publish(subject, encode(state), h);
+    return true;
+  } catch (err) {
+    // Also what a retried publish of ours that was in fact stored gets: the caller re-reads.
+    if (isWrongLastSequence(err)) return false;
+    throw err;
+  }
+}
+
+/** Stores `data` under `subject` unless something is stored there already. */
+async function kvCreate(client: CanvasClient, subject: string, data: Uint8Array): Promise<void> {
+  const h = natsHeaders();
+  h.set("Nats-Expected-Last-Subject-Sequence", "0");
+  try {
+    await client.publisher.publish(subject, data, h);
+  } catch (err) {
+    if (!isWrongLastSequence(err)) throw err;
+  }
+}
+
+function specSubject(n: Names, chordId: string): string {
+  return `$KV.${chordBucket(n)}.spec.${chordId}`;
+}
+
+function stateSubject(n: Names, chordId: string): string {
+  return `$KV.${chordBucket(n)}.state.${chordId}`;
+}
+
+function decodeState(data: Uint8Array): ChordState {
+  const s = decode(data) as ChordState;
+  return { v: s.v, n: s.n, done: new Uint8Array(s.done), sent: s.sent === true };
+}
+
+function hasBit(bits: Uint8Array, i: number): boolean {
+  return ((bits[i >> 3] ?? 0) & (1 << (i & 7))) !== 0;
+}
+
+function setBit(bits: Uint8Array, i: number): void {
+  bits[i >> 3] = (bits[i >> 3] ?? 0) | (1 << (i & 7));
+}
+
+function countBits(bits: Uint8Array): number {
+  let c = 0;
+  for (let b of bits) {
+    while (b) {
+      b &= b - 1;
+      c++;
+    }
+  }
+  return c;
+}
+
+function backoff(attempt: number): Promise<void> {
+  // Lock-free: a failed compare-and-set means another process progressed, so retry soon; the
+  // jitter keeps a few processes from colliding in step.
+  const ms = Math.random() * Math.min(100, 2 ** Math.min(attempt, 7));
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function isWrongLastSequence(err: unknown): boolean {
+  return /wrong last sequence|10071/i.test((err as Error)?.message ?? "");
+}
+
+function isNotFound(err: unknown): boolean {
+  const e = err as { code?: unknown; api_error?: { code?: number }; message?: string };
+  return e?.api_error?.code === 404 || e?.code === 404 || e?.code === "404" || /not found/i.test(e?.message ?? "");
+}
+
+async function requireJsm(client: CanvasClient): Promise<JetStreamManager> {
+  if (typeof client.jsm !== "function") throw new ProtocolError("chords keep their state in JetStream: pass a client with jsm() (Client has it)");
+  return client.jsm();
+}
