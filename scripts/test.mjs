@@ -3,7 +3,7 @@
 // Node 20 does not discover .ts test files by itself, so the list is built here.
 // Usage: node scripts/test.mjs [path-filter ...]
 import { spawnSync } from "node:child_process";
-import { readdirSync, statSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 
 function find(dir) {
@@ -20,8 +20,19 @@ if (files.length === 0) {
   process.exit(1);
 }
 // Two files at a time: the machine has 2 cores and each integration file runs its own nats-server.
-const r = spawnSync(process.execPath, ["--import", "tsx", "--test", "--test-concurrency=2", "--test-reporter=spec", ...files], {
+// Readable progress on stdout (spec), and TAP to a file whose summary (`# pass`, `# fail`, …)
+// is printed at the end, where CI and people look for it.
+mkdirSync(".run", { recursive: true });
+const tap = join(".run", "test.tap");
+const r = spawnSync(process.execPath, [
+  "--import", "tsx", "--test", "--test-concurrency=2",
+  "--test-reporter=spec", "--test-reporter-destination=stdout",
+  "--test-reporter=tap", `--test-reporter-destination=${tap}`,
+  ...files,
+], {
   stdio: "inherit",
   env: { ...process.env, CELERITY_SETTINGS: "" },
 });
+const summary = readFileSync(tap, "utf8").split("\n").filter((l) => /^# (tests|suites|pass|fail|cancelled|skipped|todo|duration_ms) /.test(l));
+console.log(summary.join("\n"));
 process.exit(r.status ?? 1);

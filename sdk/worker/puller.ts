@@ -69,11 +69,19 @@ export class QueuePuller {
     void this.#repair("reconnected");
   }
 
-  /** Stops asking for messages for a while (a paused queue); `resume()` asks again. */
+  /**
+   * Stops asking for messages for a while (a paused queue); `resume()` asks again. The inbox is
+   * unsubscribed too: the server drops pull requests whose reply subject has no interest, so
+   * messages handed back are not delivered straight back here (each such bounce would count as a
+   * delivery toward maxDeliver).
+   */
   pause(): void {
     this.#stopped = true;
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
+    if (this.#sub && !this.#nc.isClosed()) this.#sub.unsubscribe();
+    this.#sub = undefined;
+    this.#requested = 0;
   }
 
   /** Asks for messages again after `pause()`. Pull requests of before the pause may have expired. */
@@ -82,6 +90,7 @@ export class QueuePuller {
     this.#stopped = false;
     this.#requested = 0;
     this.#lastSeen = Date.now();
+    this.#sub ??= this.#nc.subscribe(this.#inbox, { callback: (_e, msg) => this.#onMsg(msg) });
     this.#timer = setInterval(() => this.#checkHeartbeat(), this.#o.heartbeatMs);
     this.#pull();
   }
@@ -92,10 +101,11 @@ export class QueuePuller {
     if (this.#timer) clearInterval(this.#timer);
   }
 
-  /** Unsubscribes the inbox. Call after stop() once nothing more is expected. */
+  /** Stops and unsubscribes the inbox, so the server drops our open pull requests. */
   close(): void {
     this.stop();
     if (this.#sub && !this.#nc.isClosed()) this.#sub.unsubscribe();
+    this.#sub = undefined;
   }
 
   #pull(): void {

@@ -45,6 +45,7 @@ import { afterTask } from "../canvas/mod.ts";
 import { hostIdentity, onTerminationSignals, processMemory } from "../transport/mod.ts";
 import { ControlServer } from "./control.ts";
 import { RateLimiter } from "./rate_limit.ts";
+import { createPool, retryRequest, TimeLimitExceeded, type Pool, type PoolKind } from "./pool/mod.ts";
 import { EternalRunner, type EternalContext, type EternalOptions, type EternalState } from "./eternal.ts";
 import type { HandlerRegistry } from "./handlers.ts";
 import { createLogger, type Logger, type LogLevel } from "./logger.ts";
@@ -134,6 +135,28 @@ export interface WorkerOptions extends Omit<ConnectOptions, "queues"> {
   stateWriteDelayMs?: number;
   /** Run a scheduler that moves due delayed tasks to their queues (default true; one per worker is enough). */
   scheduler?: boolean;
+  /**
+   * Where handlers run: `inline` (this thread, the default and the fastest), or `threads` /
+   * `processes`, where a hard `timeLimit`, a revoke with terminate or a crash ends the execution for
+   * real and the executor is replaced (docs/pools.md). These need `tasksModule`.
+   */
+  pool?: PoolKind;
+  /** Path of the tasks module executors import (its default export registers the handlers). */
+  tasksModule?: string;
+  /** Replace an executor after this many tasks (threads/processes). */
+  maxTasksPerChild?: number;
+  /** Replace an executor whose memory exceeds this many bytes after a task (threads/processes). */
+  maxMemoryPerChild?: number;
+  /** Node options of executors (default: this process's, e.g. `--import tsx`). */
+  poolExecArgv?: string[];
+}
+
+/** A failure reported by a pool executor, already in wire shape. */
+class PooledFailure extends Error {
+  constructor(readonly shape: ErrorShape) {
+    super(shape.message);
+    this.name = shape.type;
+  }
 }
 
 interface Registration {
@@ -205,6 +228,7 @@ export class Worker implements AsyncDisposable {
   #revocations: Revocations | undefined;
   #rates: RateLimiter | undefined;
   #control: ControlServer | undefined;
+  #pool: Pool | undefined;
   readonly #paused = new Set<string>();
   readonly #startedAt = Date.now();
   #scheduler: QueuePuller | undefined;
@@ -300,7 +324,13 @@ export class Worker implements AsyncDisposable {
   async start(): Promise<void> {
     if (this.#state !== "new") throw new Error(`worker already ${this.#state}`);
     this.#state = "starting";
-    const { queues: queueOption, concurrency, prefetch, client, logLevel: _l, logger: _lg, shutdownGraceMs: _g, stateWriteDelayMs: _s, scheduler: _sc, ...connectOptions } = this.#options;
+    const {
+      queues: queueOption, concurrency, prefetch, client, logLevel: _l, logger: _lg, shutdownGraceMs: _g, stateWriteDelayMs: _s,
+      scheduler: _sc, pool: poolKind, tasksModule, maxTasksPerChild, maxMemoryPerChild, poolExecArgv, ...connectOptions
+    } = this.#options;
+    if (poolKind && poolKind !== "inline" && !tasksModule) {
+      throw new Error(`pool "${poolKind}" needs tasksModule: the path of the module whose default export registers the handlers (executors import it)`);
+    }
     for (const q of Array.isArray(queueOption) ? queueOption : Object.keys(queueOption ?? {})) assertToken("queue", q);
     this.#client = client ?? (await connect(connectOptions));
     this.#ownsClient = client === undefined;
@@ -331,6 +361,22 @@ export class Worker implements AsyncDisposable {
     await this.#revocations.start();
     if (this.#options.scheduler !== false) await this.#startScheduler(jsm);
     const live = this.#client;
+    if (poolKind && poolKind !== "inline") {
+      const { route: _r, connection: _c, ...plainConnect } = connectOptions as Record<string, unknown>;
+      this.#pool = await createPool({
+        kind: poolKind,
+        size: this.#concurrency,
+        tasksModule: tasksModule!,
+        ...(maxTasksPerChild !== undefined ? { maxTasksPerChild } : {}),
+        ...(maxMemoryPerChild !== undefined ? { maxMemoryPerChild } : {}),
+        ...(poolExecArgv ? { execArgv: poolExecArgv } : {}),
+        closeGraceMs: this.#options.shutdownGraceMs ?? 30_000,
+        connect: { ...plainConnect, servers: live.settings.servers, namespace: live.settings.namespace },
+        log: (level, message, data) => this.#log[level](message, data),
+      });
+      const pool = this.#pool;
+      this.#terminate = (f) => pool.terminate(f.task.id, f.revoked?.reason ?? "terminated");
+    }
     this.#rates = new RateLimiter(live.nc, () => live.jsm(), live.names.ratesBucket);
     for (const { sig } of this.#registry.values()) {
       if (sig.options.rateLimit) this.#rates.setLocal(sig.name, sig.options.rateLimit);
@@ -402,7 +448,7 @@ export class Worker implements AsyncDisposable {
       processed: this.stats.succeeded + this.stats.failed,
       failed: this.stats.failed,
       tasks: this.registered,
-      pool: "inline",
+      pool: this.#pool?.kind ?? "inline",
       startedAt: this.#startedAt,
       heartbeatAt: Date.now(),
     };
@@ -447,6 +493,8 @@ export class Worker implements AsyncDisposable {
         const n = Number(args.n ?? 1);
         if (!Number.isInteger(n) || n < 1) throw new Error(`${verb} needs {n: <positive integer>}`);
         this.#concurrency = Math.max(1, this.#concurrency + (verb === "pool_grow" ? n : -n));
+        if (verb === "pool_grow") this.#pool?.grow(n);
+        else this.#pool?.shrink(n);
         for (const [q, c] of this.#queueConfig) {
           if (!c.serial) this.#queueConfig.set(q, { ...c, concurrency: Math.min(c.concurrency + (verb === "pool_grow" ? n : -n), this.#concurrency) || 1 });
         }
@@ -476,11 +524,10 @@ export class Worker implements AsyncDisposable {
         const queue = queueArg();
         const puller = this.#pullers.get(queue);
         if (!puller) return `not consuming ${queue}`;
-        puller.stop();
+        // Closing the inbox first makes the server drop our open pulls (see #close).
+        puller.close();
         this.#returnWaiting(queue);
         this.#pullers.delete(queue);
-        // Messages of pulls still open come back here: they are handed back (see #onMessage).
-        setTimeout(() => puller.close(), 35_000);
         await this.#control?.beat();
         return `stopped consuming ${queue}`;
       }
@@ -629,7 +676,10 @@ export class Worker implements AsyncDisposable {
 
   #onMessage(queue: string, msg: Msg): void {
     this.stats.received++;
-    if (this.#state !== "running" || this.#paused.has(queue) || !this.#pullers.has(queue)) {
+    // "starting" counts as running: pulls begin before start() returns, and a message handed back
+    // then would only bounce (each bounce is a delivery counted toward maxDeliver).
+    const accepting = this.#state === "running" || this.#state === "starting";
+    if (!accepting || this.#paused.has(queue) || !this.#pullers.has(queue)) {
       // Arrived after we stopped pulling: hand it straight back for another worker.
       this.#settle(queue, msg, ACK.nak);
       return;
@@ -725,7 +775,10 @@ export class Worker implements AsyncDisposable {
   }
 
   async #execute(flight: InFlight, reg: Registration, args: unknown): Promise<void> {
-    if (this.#state !== "running" && this.#state !== "stopping") return;
+    if (this.#state === "new" || this.#state === "closed") {
+      this.#finishSlot(flight.queue);
+      return;
+    }
     const { task } = flight;
     if (this.#rates) await this.#rates.acquire(task.task, flight.abort.signal);
     const revokedMeanwhile = this.#revocations?.get(task.id);
@@ -740,14 +793,44 @@ export class Worker implements AsyncDisposable {
     flight.state = STATE.started;
     this.#events?.push({ type: EVENT.started, id: task.id, task: task.task, queue: flight.queue, at: startedAt, worker: this.identity.id });
     const softLimit = task.softTimeLimit ?? reg.sig.options.softTimeLimit ?? this.#client!.settings.softTimeLimit;
-    const softTimer = softLimit !== undefined
+    // Pools apply the soft limit inside the executor; inline handlers get it here.
+    const softTimer = softLimit !== undefined && !this.#pool
       ? setTimeout(() => flight.abort.abort(new SoftTimeLimitExceeded(task.id, softLimit)), softLimit * MS)
       : undefined;
     const ctx = this.#context(flight);
+    const hardLimit = task.timeLimit ?? reg.sig.options.timeLimit ?? this.#client!.settings.timeLimit;
     let record: ResultRecord;
     let dead: { reason: DlqReason; detail: string } | undefined;
+    let hardTimer: ReturnType<typeof setTimeout> | undefined;
     try {
-      const value = await reg.handler(args, ctx);
+      let value: unknown;
+      if (this.#pool) {
+        const outcome = await this.#pool.run({
+          id: task.id, task: task.task, args, queue: flight.queue, attempt: ctx.attempt, retries: ctx.retries,
+          deliveryCount: flight.deliveryCount, meta: task.meta ?? {}, worker: this.identity,
+          ...(softLimit !== undefined ? { softTimeLimitMs: softLimit * MS } : {}),
+          ...(hardLimit !== undefined ? { timeLimitMs: hardLimit * MS } : {}),
+        }, { progress: ctx.progress, log: (level, message, data) => ctx.log[level as "info"]?.(message, data) }, flight.abort.signal);
+        if (!outcome.ok) {
+          const asked = retryRequest(outcome.error);
+          throw asked ? new RetryRequested(asked.delaySeconds, asked.reason) : new PooledFailure(outcome.error);
+        }
+        value = outcome.value;
+      } else if (hardLimit !== undefined) {
+        // Inline handlers cannot be killed: at the hard limit the worker stops waiting, fails the
+        // task and frees the slot (the handler's promise is abandoned). Use a pool to end it for real.
+        value = await Promise.race([
+          reg.handler(args, ctx),
+          new Promise((_, reject) => {
+            hardTimer = setTimeout(() => {
+              flight.abort.abort(new TimeLimitExceeded(task.id, hardLimit));
+              reject(new TimeLimitExceeded(task.id, hardLimit));
+            }, hardLimit * MS);
+          }),
+        ]);
+      } else {
+        value = await reg.handler(args, ctx);
+      }
       const checked = await validate(reg.sig.result, value);
       if (!checked.ok) throw new InvalidResultError(task.task, checked.issues);
       record = this.#record(flight, STATE.success, { result: value });
@@ -768,7 +851,7 @@ export class Worker implements AsyncDisposable {
       if (requested && retries >= maxRetries) {
         err = new MaxRetriesExceededError(`task "${task.task}" asked to retry (${(caught as RetryRequested).reason}) but has used its ${maxRetries} retries`);
       }
-      const shape = toErrorShape(err);
+      const shape = err instanceof PooledFailure ? err.shape : toErrorShape(err);
       const autoretryFor = task.autoretryFor ?? reg.sig.options.autoretryFor;
       const wanted = requested || (shape.retryable && (!autoretryFor || autoretryFor.includes(shape.type)));
       if (wanted && retries < maxRetries && !flight.settled) {
@@ -784,6 +867,7 @@ export class Worker implements AsyncDisposable {
       this.stats.failed++;
     } finally {
       clearTimeout(softTimer);
+      clearTimeout(hardTimer);
     }
     if (flight.settled) {
       // Its message was already returned to the queue (cold shutdown): the redelivered copy
@@ -1023,9 +1107,15 @@ export class Worker implements AsyncDisposable {
         this.#log.error(`could not store the FAILURE record of ${record.id} (the dead letter is stored)`, { error: (err as Error).message });
       });
       if (flight.task.callbacks !== undefined) {
-        await afterTask(client, flight.task, record).catch((err) => {
-          this.#log.error(`could not send the error callbacks of ${record.id} (the dead letter keeps the task)`, { error: (err as Error).message });
-        });
+        try {
+          await afterTask(client, flight.task, record);
+        } catch (err) {
+          // Error callbacks (and chord membership) must not be lost: hand the message back; the
+          // dead letter and the callbacks are deduplicated when it comes round again.
+          this.#log.error(`could not send the error callbacks of ${record.id}; returning the message in 5 s`, { error: (err as Error).message });
+          this.#finishFlight(flight, DELAYED_NAK);
+          return;
+        }
       }
     }
     this.#finishFlight(flight, ACK.ack);
@@ -1076,6 +1166,10 @@ export class Worker implements AsyncDisposable {
     }
     this.#state = "stopping";
     this.#control?.stop();
+    // Close the pull inboxes before handing messages back: the server then drops our open pull
+    // requests instead of delivering the returned messages straight back to us.
+    for (const p of this.#pullers.values()) p.close();
+    this.#scheduler?.close();
     // Eternal tasks first: abort their signals and release their leases so another worker takes
     // over at once (a cold stop does not wait for them to return).
     await Promise.all(this.#eternals.map((r) => r.stop({ graceMs: Math.min(graceMs, 10_000) })));
@@ -1092,6 +1186,7 @@ export class Worker implements AsyncDisposable {
       await Promise.race([idle, new Promise((r) => setTimeout(r, 2000))]);
     }
     clearInterval(this.#sweepTimer);
+    await this.#pool?.close({ graceMs: 0 });
     await this.#events?.close();
     await this.#publisher.settle();
     for (const p of this.#pullers.values()) p.close();

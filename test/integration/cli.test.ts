@@ -114,7 +114,7 @@ describe("cli", () => {
     const ns = freshNamespace();
     const first = await cli(["init", ...on(ns)]);
     assert.equal(first.code, 0, first.stderr);
-    assert.match(first.stdout, new RegExp(`^${ns.toUpperCase()}_TASKS\\s+${ns}\\.tasks\\.>\\s+0$`, "m"));
+    assert.match(first.stdout, new RegExp(`^${ns}_tasks\\s+${ns}\\.tasks\\.>\\s+0$`, "m"));
     assert.match(first.stdout, new RegExp(`^KV_${ns}_results\\s`, "m"));
     const second = await cli(["init", ...on(ns)]);
     assert.equal(second.code, 0, second.stderr);
