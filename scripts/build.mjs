@@ -2,7 +2,7 @@
 // Dependencies stay external (they are installed beside us); the one-file HPC callback bundle
 // that inlines everything is built separately by scripts/bundle-callback.mjs.
 import { build } from "esbuild";
-import { existsSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 
 export const entries = {
   client: "sdk/client/mod.ts",
@@ -18,6 +18,8 @@ export const entries = {
   pool_child: "sdk/worker/pool/child.ts",
 };
 
+// Chunk names change with the code: start from an empty dist/ so stale chunks never linger.
+rmSync("dist", { recursive: true, force: true });
 const entryPoints = Object.fromEntries(Object.entries(entries).filter(([, file]) => existsSync(file)));
 await build({
   entryPoints,
