@@ -15,13 +15,13 @@ export {
   MaxRetriesExceededError,
   NonRetryableError,
   RetryRequested,
-  SoftTimeLimitExceeded,
   Worker,
   WorkerShutdownError,
   type Handler,
   type TaskContext,
   type WorkerOptions,
 } from "./worker.ts";
+export { SoftTimeLimitExceeded, TimeLimitExceeded, TaskTerminated } from "./pool/mod.ts";
 export { QueuePuller, type PullerOptions } from "./puller.ts";
 export { createLogger, LOG_LEVEL, type Logger, type LogLevel } from "./logger.ts";
 export {

@@ -45,7 +45,7 @@ import { afterTask } from "../canvas/mod.ts";
 import { hostIdentity, onTerminationSignals, processMemory } from "../transport/mod.ts";
 import { ControlServer } from "./control.ts";
 import { RateLimiter } from "./rate_limit.ts";
-import { createPool, retryRequest, TimeLimitExceeded, type Pool, type PoolKind } from "./pool/mod.ts";
+import { createPool, retryRequest, SoftTimeLimitExceeded, TimeLimitExceeded, type Pool, type PoolKind } from "./pool/mod.ts";
 import { EternalRunner, type EternalContext, type EternalOptions, type EternalState } from "./eternal.ts";
 import type { HandlerRegistry } from "./handlers.ts";
 import { createLogger, type Logger, type LogLevel } from "./logger.ts";
@@ -1208,14 +1208,6 @@ export class Worker implements AsyncDisposable {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
-  }
-}
-
-/** The abort reason of `ctx.signal` at the soft time limit. */
-export class SoftTimeLimitExceeded extends Error {
-  override name = "SoftTimeLimitExceeded";
-  constructor(readonly taskId: string, readonly seconds: number) {
-    super(`task ${taskId} exceeded its soft time limit of ${seconds} s`);
   }
 }
 
