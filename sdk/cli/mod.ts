@@ -21,13 +21,14 @@ import { sinkCommand } from "./sink.ts";
 import { CliError, EXIT, processIo, UsageError, type Command, type Io } from "./io.ts";
 import { statusCommand } from "./status.ts";
 import { workerCommand } from "./worker.ts";
+import { workersCommand } from "./fleet.ts";
 
 export { CliError, EXIT, UsageError, type Command, type Io } from "./io.ts";
 export { loadTasksModule, type RegisterTasks } from "./worker.ts";
 
 /** Every command, by name, in the order `celerity help` lists them. */
 export const COMMANDS: ReadonlyMap<string, Command> = new Map(
-  [workerCommand, beatCommand, callCommand, sendCommand, statusCommand, resultCommand, initCommand, dlqCommand, eventsCommand, sinkCommand].map((c) => [c.name, c]),
+  [workerCommand, workersCommand, beatCommand, callCommand, sendCommand, statusCommand, resultCommand, initCommand, dlqCommand, eventsCommand, sinkCommand].map((c) => [c.name, c]),
 );
 
 /** The usage text of `celerity help`. */
