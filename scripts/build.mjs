@@ -14,6 +14,8 @@ export const entries = {
   cli: "sdk/cli/mod.ts",
   beat: "sdk/beat/mod.ts",
   canvas: "sdk/canvas/mod.ts",
+  notebook: "sdk/notebook/mod.ts",
+  callback: "sdk/callback/mod.ts",
   // Not a public entry: the process/thread pool's executor, which dist/worker.js looks for beside itself.
   pool_child: "sdk/worker/pool/child.ts",
 };

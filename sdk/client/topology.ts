@@ -124,7 +124,16 @@ export async function ensureStreams(jsm: JetStreamManager, configs: Partial<Stre
         await jsm.streams.add(config as Partial<StreamConfig> & { name: string });
       } catch (addErr) {
         // Another process created it between our info and add: that is the idempotent outcome.
-        if (!/already in use|already exists/i.test((addErr as Error).message)) throw addErr;
+        const message = (addErr as Error).message;
+        if (/overlap/i.test(message)) {
+          throw new Error(
+            `cannot create stream ${config.name}: its subjects ${JSON.stringify(config.subjects)} overlap an existing stream ` +
+              `(left by an older Celerity version or another application?). List streams with \`nats stream ls\` and remove ` +
+              `the old one, or use another namespace. Server said: ${message}`,
+            { cause: addErr },
+          );
+        }
+        if (!/already in use|already exists/i.test(message)) throw addErr;
       }
     }
   }
