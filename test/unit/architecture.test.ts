@@ -26,6 +26,7 @@ const ALLOWED: Record<string, string[]> = {
   callback: ["protocol", "signatures", "settings", "transport", "client"],
   notebook: ["protocol", "signatures", "client"],
   testing: [],
+  workflow: ["protocol", "signatures", "client", "canvas"],
   cli: ["protocol", "signatures", "settings", "transport", "client", "worker", "testing", "callback", "canvas", "beat"],
 };
 /** Folders allowed to use node:*, Deno.* or Bun.* (the runtime edges). */

@@ -1,0 +1,148 @@
+/** Workflow state in JetStream: one KV bucket per namespace, `<ns>_workflows`, JSON values. */
+import { jetstream } from "@nats-io/jetstream";
+import { Kvm, type KV } from "@nats-io/kv";
+import type { Client } from "../client/mod.ts";
+import type { ErrorShape } from "../protocol/mod.ts";
+import type { WorkflowData } from "./definition.ts";
+
+/** A run's state as set by pause/resume/cancel (its progress is derived from its jobs). */
+export type RunState = "running" | "paused" | "cancelled";
+
+/** Job states: `pending` (recorded, not sent: waiting for a send or a resume), `running` (its task was sent), then final. */
+export type JobState = "pending" | "running" | "succeeded" | "failed" | "cancelled";
+
+/** `run.<runId>`. */
+export interface RunRecord {
+  v: 1;
+  runId: string;
+  workflow: string;
+  definition: WorkflowData;
+  state: RunState;
+  createdAt: number;
+  updatedAt: number;
+  objects: number;
+}
+
+/** `job.<runId>.<jobId>`. */
+export interface JobRecord {
+  v: 1;
+  runId: string;
+  jobId: string;
+  stage: string;
+  state: JobState;
+  /** The object the job's task receives (its arguments): a started object, an element of a split, a group's array. */
+  objectRef: unknown;
+  /** The started object this job descends from (its index), or `*` after a run-wide group. */
+  root: string;
+  /** The job whose result created this one (absent for first-stage jobs and groups). */
+  parentJob?: string;
+  /** For a group job: the jobs whose results it gathers. */
+  parentJobs?: string[];
+  /** The task of the current attempt: `<runId>.<jobId>.<attempt>`. */
+  taskId: string;
+  attempt: number;
+  createdAt: number;
+  /** When the current attempt's task was sent. */
+  startedAt?: number;
+  finishedAt?: number;
+  result?: unknown;
+  error?: ErrorShape | { type: string; message: string };
+  /** Jobs this one created when it succeeded (its next non-group stages). */
+  children?: string[];
+  /** True once what follows a succeeded job (its next jobs, groups) was recorded and sent. */
+  advanced?: boolean;
+}
+
+/** `grp.<runId>.<stage>.<key>`: the batches a group stage made, by member arrival id. */
+export interface GroupRecord {
+  v: 1;
+  key: string;
+  batches: { jobId: string; members: string[] }[];
+}
+
+/** The workflows bucket of a namespace. */
+export function workflowBucket(namespace: string): string {
+  return `${namespace}_workflows`;
+}
+
+const opened = new WeakMap<object, Promise<KV>>();
+
+/** Opens (creating if needed) the workflows bucket, once per client. */
+export function workflowKv(client: Client): Promise<KV> {
+  let p = opened.get(client);
+  if (!p) {
+    p = (async () => {
+      const kvm = new Kvm(jetstream(client.nc, { timeout: client.settings.requestTimeout }));
+      const bucket = workflowBucket(client.names.namespace);
+      try {
+        return await kvm.create(bucket, { history: 1, replicas: client.settings.replicas, storage: client.settings.storage });
+      } catch (err) {
+        if (/already in use|already exists/i.test((err as Error).message)) return await kvm.open(bucket);
+        throw err;
+      }
+    })();
+    p.catch(() => opened.delete(client));
+    opened.set(client, p);
+  }
+  return p;
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+export async function read<T>(kv: KV, key: string): Promise<{ value: T; revision: number } | undefined> {
+  const e = await kv.get(key);
+  if (!e || e.operation !== "PUT" || e.value.length === 0) return undefined;
+  return { value: JSON.parse(dec.decode(e.value)) as T, revision: e.revision };
+}
+
+function isConflict(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown };
+  return e?.code === 10071 || e?.code === 10164 || /wrong last sequence|key exists/i.test(String(e?.message));
+}
+
+/** Creates `key` unless it exists; true when this call created it. */
+export async function createIfAbsent(kv: KV, key: string, value: unknown): Promise<boolean> {
+  try {
+    await kv.create(key, enc.encode(JSON.stringify(value)));
+    return true;
+  } catch (err) {
+    if (isConflict(err)) return false;
+    throw err;
+  }
+}
+
+/**
+ * Compare-and-set: `fn` gets the current value (undefined when absent) and returns the new one,
+ * or undefined to leave it. Retried on a concurrent write. Resolves with the stored value.
+ */
+export async function mutate<T>(kv: KV, key: string, fn: (current: T | undefined) => T | undefined): Promise<T | undefined> {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const cur = await read<T>(kv, key);
+    const next = fn(cur ? structuredClone(cur.value) : undefined);
+    if (next === undefined) return cur?.value;
+    try {
+      if (cur) await kv.update(key, enc.encode(JSON.stringify(next)), cur.revision);
+      else await kv.create(key, enc.encode(JSON.stringify(next)));
+      return next;
+    } catch (err) {
+      if (!isConflict(err)) throw err;
+      await new Promise((r) => setTimeout(r, Math.random() * 5 * Math.min(attempt + 1, 10)));
+    }
+  }
+  throw new Error(`workflow state ${key}: too many concurrent writers`);
+}
+
+/** Every job of a run. */
+export async function listJobs(kv: KV, runId: string): Promise<JobRecord[]> {
+  // A key written while the listing runs may be listed twice.
+  const keys = new Set<string>();
+  for await (const k of await kv.keys(`job.${runId}.>`)) keys.add(k);
+  const jobs = await Promise.all([...keys].map((k) => read<JobRecord>(kv, k)));
+  return jobs.filter((j): j is { value: JobRecord; revision: number } => j !== undefined).map((j) => j.value)
+    .sort((a, b) => a.createdAt - b.createdAt || (a.jobId < b.jobId ? -1 : a.jobId > b.jobId ? 1 : 0));
+}
+
+export const runKey = (runId: string) => `run.${runId}`;
+export const jobKey = (runId: string, jobId: string) => `job.${runId}.${jobId}`;
+export const groupKey = (runId: string, stage: string, key: string) => `grp.${runId}.${stage}.${key}`;

@@ -1,0 +1,240 @@
+/** Workflows against a real nats-server: stages, split and group, failures, retry, pause, cancel, restarts. */
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import * as v from "valibot";
+import { NatsServer } from "../../sdk/testing/mod.ts";
+import { signature } from "../../sdk/client/mod.ts";
+import type { Worker } from "../../sdk/worker/mod.ts";
+import {
+  cancel,
+  defineWorkflow,
+  jobs,
+  parseWorkflowYaml,
+  pause,
+  registerWorkflowTasks,
+  resume,
+  retry,
+  startWorkflow,
+  status,
+  waitForRun,
+} from "../../sdk/workflow/mod.ts";
+import { client, eventually, freshNamespace, worker } from "./helpers.ts";
+
+let server: NatsServer;
+before(async () => {
+  server = await NatsServer.start();
+});
+after(async () => {
+  await server?.stop();
+});
+
+const inc = signature("wf.inc", { args: v.number(), result: v.number() });
+const double = signature("wf.double", { args: v.number(), result: v.number() });
+const pieces = signature("wf.pieces", { args: v.number(), result: v.array(v.number()) });
+const total = signature("wf.total", { args: v.array(v.number()), result: v.number() });
+/** Fails while `flaky.broken` is true. */
+const fragile = signature("wf.fragile", { args: v.number(), result: v.number() });
+const slow = signature("wf.slow", { args: v.number(), result: v.number() });
+const flaky = { broken: true };
+const ran: string[] = [];
+
+function wfWorker(ns: string, extra: Parameters<typeof worker>[2] = {}): Worker {
+  const w = worker(server, ns, { concurrency: 8, ...extra })
+    .implement(inc, (n) => n + 1)
+    .implement(double, (n) => n * 2)
+    .implement(pieces, (n) => Array.from({ length: n }, (_, i) => i + 1))
+    .implement(total, (xs) => xs.reduce((a, b) => a + b, 0))
+    .implement(fragile, (n) => {
+      if (flaky.broken) throw new Error(`fragile broke on ${n}`);
+      return n * 10;
+    })
+    .implement(slow, async (n, ctx) => {
+      ran.push(`slow:${n}`);
+      await new Promise((r) => setTimeout(r, 300));
+      if (ctx.signal.aborted) throw new Error("aborted");
+      return n;
+    });
+  return registerWorkflowTasks(w);
+}
+
+const linear = defineWorkflow({ name: "t.linear", stages: { a: { task: inc, next: ["b"] }, b: { task: double } } });
+
+test("workflow - linear: each object goes through every stage; status counts them", async () => {
+  const ns = freshNamespace("wf");
+  const w = wfWorker(ns);
+  await w.start();
+  await using c = await client(server, ns);
+  try {
+    const { runId, jobIds } = await startWorkflow(c, linear, [1, 2, 3]);
+    assert.deepEqual(jobIds, ["a-0", "a-1", "a-2"]);
+    const s = await waitForRun(c, runId, { timeout: 15_000 });
+    assert.equal(s.state, "succeeded");
+    assert.deepEqual({ ...s.stages.a, firstStartedAt: 0, lastFinishedAt: 0, meanMs: 0 }, { pending: 0, running: 0, succeeded: 3, failed: 0, cancelled: 0, firstStartedAt: 0, lastFinishedAt: 0, meanMs: 0 });
+    assert.equal(s.stages.b!.succeeded, 3);
+    assert.equal(s.jobs, 6);
+    assert.ok(s.finishedAt! >= s.createdAt);
+    const results = (await jobs(c, runId)).filter((j) => j.stage === "b").map((j) => j.result).sort();
+    assert.deepEqual(results, [4, 6, 8]);
+  } finally {
+    await w.close();
+  }
+});
+
+test("workflow - split and group: one job per element, then one job per root object (and per batch)", async () => {
+  const ns = freshNamespace("wf");
+  const wf = defineWorkflow({
+    name: "t.split",
+    stages: {
+      explode: { task: pieces, next: ["each", "batch"], split: true },
+      each: { task: double, next: ["sum"] },
+      sum: { task: total, group: { by: "root" } },
+      batch: { task: total, group: { by: "workflow", size: 4 } },
+    },
+  });
+  const w = wfWorker(ns);
+  await w.start();
+  await using c = await client(server, ns);
+  try {
+    const { runId } = await startWorkflow(c, wf, [2, 3]);
+    const s = await waitForRun(c, runId, { timeout: 20_000 });
+    assert.equal(s.state, "succeeded", JSON.stringify(s));
+    assert.equal(s.stages.explode!.succeeded, 2);
+    assert.equal(s.stages.each!.succeeded, 5); // [1,2] and [1,2,3]
+    assert.equal(s.stages.sum!.succeeded, 2);
+    assert.equal(s.stages.batch!.succeeded, 2); // 5 pieces in batches of 4: 4 + 1
+    const all = await jobs(c, runId);
+    const sums = all.filter((j) => j.stage === "sum").map((j) => j.result).sort();
+    assert.deepEqual(sums, [12, 6]); // (1+2)*2, (1+2+3)*2
+    const batches = all.filter((j) => j.stage === "batch");
+    assert.deepEqual(batches.map((j) => (j.objectRef as number[]).length).sort(), [1, 4]);
+    assert.equal(batches.reduce((t, j) => t + (j.result as number), 0), 9);
+  } finally {
+    await w.close();
+  }
+});
+
+test("workflow - a YAML definition runs with the same engine", async () => {
+  const ns = freshNamespace("wf");
+  const wf = parseWorkflowYaml(`
+name: t.yaml
+stages:
+  explode: { task: wf.pieces, next: [each], split: true }
+  each: { task: wf.inc, next: [sum] }
+  sum: { task: wf.total, group: true }
+`);
+  const w = wfWorker(ns);
+  await w.start();
+  await using c = await client(server, ns);
+  try {
+    const { runId } = await startWorkflow(c, wf, [3]);
+    const s = await waitForRun(c, runId, { timeout: 15_000 });
+    assert.equal(s.state, "succeeded");
+    assert.deepEqual((await jobs(c, runId)).filter((j) => j.stage === "sum").map((j) => j.result), [9]);
+  } finally {
+    await w.close();
+  }
+});
+
+test("workflow - a downstream failure leaves upstream succeeded; retry(job) fixes it", async () => {
+  const ns = freshNamespace("wf");
+  flaky.broken = true;
+  const wf = defineWorkflow({ name: "t.fail", stages: { up: { task: inc, next: ["down"] }, down: { task: fragile, next: ["after"] }, after: { task: inc } } });
+  const w = wfWorker(ns);
+  await w.start();
+  await using c = await client(server, ns);
+  try {
+    const { runId } = await startWorkflow(c, wf, [1, 2]);
+    const s = await waitForRun(c, runId, { timeout: 15_000 });
+    assert.equal(s.state, "failed");
+    assert.equal(s.stages.up!.succeeded, 2);
+    assert.equal(s.stages.down!.failed, 2);
+    assert.equal(s.stages.after!.succeeded + s.stages.after!.pending, 0);
+    assert.equal(s.failed.length, 2);
+    assert.match(s.failed[0]!.error!.message, /fragile broke on \d/);
+    assert.equal(s.failed[0]!.stage, "down");
+
+    flaky.broken = false;
+    const taskId = await retry(c, runId, s.failed[0]!.jobId);
+    assert.match(taskId, /\.2$/);
+    await assert.rejects(retry(c, runId, "up-0"), /only failed jobs/);
+    await eventually(async () => (await status(c, runId)).stages.after!.succeeded === 1, 10_000, "retried job's follow-up");
+    await retry(c, runId, s.failed[1]!.jobId);
+    const done = await waitForRun(c, runId, { timeout: 15_000 });
+    assert.equal(done.state, "succeeded");
+    assert.equal(done.failed.length, 0);
+    assert.deepEqual((await jobs(c, runId)).filter((j) => j.stage === "after").map((j) => j.result).sort(), [21, 31]);
+  } finally {
+    await w.close();
+  }
+});
+
+test("workflow - pause keeps new stage tasks back; resume sends them", async () => {
+  const ns = freshNamespace("wf");
+  const wf = defineWorkflow({ name: "t.pause", stages: { first: { task: slow, next: ["second"] }, second: { task: inc } } });
+  const w = wfWorker(ns);
+  await w.start();
+  await using c = await client(server, ns);
+  try {
+    const { runId } = await startWorkflow(c, wf, [1, 2]);
+    await pause(c, runId);
+    // The running first-stage tasks finish; their next jobs wait as pending.
+    await eventually(async () => (await status(c, runId)).stages.second!.pending === 2, 10_000, "pending second-stage jobs");
+    await new Promise((r) => setTimeout(r, 300));
+    const paused = await status(c, runId);
+    assert.equal(paused.state, "paused");
+    assert.equal(paused.stages.first!.succeeded, 2);
+    assert.equal(paused.stages.second!.running + paused.stages.second!.succeeded, 0);
+    await resume(c, runId);
+    const s = await waitForRun(c, runId, { timeout: 15_000 });
+    assert.equal(s.state, "succeeded");
+    assert.equal(s.stages.second!.succeeded, 2, JSON.stringify(await jobs(c, runId), null, 1));
+  } finally {
+    await w.close();
+  }
+});
+
+test("workflow - cancel revokes what was sent and sends nothing more", async () => {
+  const ns = freshNamespace("wf");
+  const wf = defineWorkflow({ name: "t.cancel", stages: { first: { task: slow, next: ["second"] }, second: { task: inc } } });
+  // One at a time, so most first-stage tasks are still queued when the run is cancelled.
+  const w = wfWorker(ns, { concurrency: 1 });
+  await w.start();
+  await using c = await client(server, ns);
+  try {
+    const { runId } = await startWorkflow(c, wf, [1, 2, 3, 4, 5, 6]);
+    await new Promise((r) => setTimeout(r, 400));
+    await cancel(c, runId);
+    const s = await status(c, runId);
+    assert.equal(s.state, "cancelled");
+    assert.ok(s.stages.first!.cancelled >= 4, JSON.stringify(s.stages));
+    await new Promise((r) => setTimeout(r, 1500));
+    const later = await status(c, runId);
+    assert.equal(later.state, "cancelled");
+    assert.equal(later.stages.second!.running + later.stages.second!.succeeded, 0, JSON.stringify(later.stages));
+    assert.ok(ran.filter((r) => r.startsWith("slow:")).length < 6 + 2 + 2, "revoked tasks did not all run");
+    await assert.rejects(resume(c, runId), /cancelled/);
+  } finally {
+    await w.close();
+  }
+});
+
+test("workflow - a server restart mid-workflow: the run completes", async () => {
+  const ns = freshNamespace("wf");
+  const wf = defineWorkflow({
+    name: "t.restart",
+    stages: { first: { task: slow, next: ["second"] }, second: { task: pieces, next: ["third"], split: true }, third: { task: double, next: ["sum"] }, sum: { task: total, group: true } },
+  });
+  const w = wfWorker(ns);
+  await w.start();
+  await using c = await client(server, ns);
+  try {
+    const { runId } = await startWorkflow(c, wf, [2, 3, 4]);
+    await new Promise((r) => setTimeout(r, 150));
+    await server.restart();
+    const s = await waitForRun(c, runId, { timeout: 45_000, interval: 250 });
+    assert.equal(s.state, "succeeded", JSON.stringify(s));
+    assert.deepEqual((await jobs(c, runId)).filter((j) => j.stage === "sum").map((j) => j.result).sort(), [12, 20, 6]);
+  } finally {
+    await w.close();
+  }
+});
