@@ -305,12 +305,19 @@ export class Client implements AsyncDisposable {
   async #assertServed(task: string, queue: string): Promise<void> {
     if (this.#servedQueues.has(queue)) return;
     const jsm = await this.jsm();
-    try {
-      await jsm.consumers.info(this.names.tasksStream, this.names.queueConsumer(queue));
-    } catch (err) {
-      if (isNotFound(err)) throw new UnknownQueueError(task, queue);
-      throw err;
+    const consumer = this.names.queueConsumer(queue);
+    // A FIFO queue has one consumer; a queue with priorities has one per level (…-p0 always).
+    let served = false;
+    for (const name of [consumer, `${consumer}-p0`]) {
+      try {
+        await jsm.consumers.info(this.names.tasksStream, name);
+        served = true;
+        break;
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+      }
     }
+    if (!served) throw new UnknownQueueError(task, queue);
     this.#servedQueues.add(queue);
   }
 

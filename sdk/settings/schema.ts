@@ -140,8 +140,10 @@ const queueOptions = v.strictObject(
     prefetch: v.optional(int(1)),
     /** Seconds without an ack or progress before the server redelivers a task of this queue. */
     ackWait: v.optional(positive()),
+    /** Highest priority first: the queue is served by one consumer per priority level. */
+    priorities: v.optional(v.boolean("must be true or false")),
   },
-  "must be an object with serial, concurrency, prefetch, ackWait",
+  "must be an object with serial, concurrency, prefetch, ackWait, priorities",
 );
 
 /** The full settings schema; every key is optional on input and defaults fill the output. */

@@ -22,6 +22,7 @@ export {
   type WorkerOptions,
 } from "./worker.ts";
 export { SoftTimeLimitExceeded, TimeLimitExceeded, TaskTerminated } from "./pool/mod.ts";
+export { ensurePriorityConsumers, PriorityConsumerConflictError, PriorityPuller, type PriorityPullerOptions } from "./priority_puller.ts";
 export { QueuePuller, type PullerOptions } from "./puller.ts";
 export { createLogger, LOG_LEVEL, type Logger, type LogLevel } from "./logger.ts";
 export {

@@ -50,6 +50,7 @@ import { EternalRunner, type EternalContext, type EternalOptions, type EternalSt
 import type { HandlerRegistry } from "./handlers.ts";
 import { createLogger, type Logger, type LogLevel } from "./logger.ts";
 import { QueuePuller } from "./puller.ts";
+import { ensurePriorityConsumers, PriorityPuller, PRIORITY_LEVELS } from "./priority_puller.ts";
 import { Revocations } from "./revocations.ts";
 import { handleScheduled } from "./scheduler.ts";
 
@@ -102,9 +103,12 @@ export interface QueueOptions {
   prefetch?: number;
   /** Seconds without ack or progress before the server redelivers. */
   ackWait?: number;
+  /** Highest priority first (0–9); needs its own consumers, see docs/priorities.md. */
+  priorities?: boolean;
 }
 
 interface QueueConfig {
+  priorities: boolean;
   concurrency: number;
   prefetch: number;
   serial: boolean;
@@ -210,7 +214,7 @@ export class Worker implements AsyncDisposable {
   /** Eternal tasks declared with eternal(); their runners exist from start() on. */
   readonly #eternalSpecs: EternalOptions[] = [];
   readonly #eternals: EternalRunner[] = [];
-  readonly #pullers = new Map<string, QueuePuller>();
+  readonly #pullers = new Map<string, QueuePuller | PriorityPuller>();
   readonly #inFlight = new Set<InFlight>();
   readonly #waiting: { queue: string; go: () => void }[] = [];
   readonly #queueRunning = new Map<string, number>();
@@ -343,8 +347,10 @@ export class Worker implements AsyncDisposable {
       assertToken("queue", queue);
       const o: QueueOptions = { ...s.queues?.[queue], ...fromCode[queue] };
       const serial = o.serial === true;
+      if (serial && o.priorities) throw new Error(`queue "${queue}": serial and priorities cannot be combined (max_ack_pending counts per level consumer)`);
       const qConcurrency = serial ? 1 : Math.min(o.concurrency ?? this.#concurrency, this.#concurrency);
       this.#queueConfig.set(queue, {
+        priorities: o.priorities === true,
         serial,
         concurrency: qConcurrency,
         // A serial queue's worker holds exactly the one message the server hands out.
@@ -421,16 +427,20 @@ export class Worker implements AsyncDisposable {
   /** Creates (or updates) the queue's consumer and starts pulling from it. */
   async #consume(jsm: JetStreamManager, queue: string): Promise<void> {
     await this.#ensureConsumer(jsm, queue);
-    const puller = new QueuePuller(this.#client!.nc, {
-      stream: this.#client!.names.tasksStream,
-      consumer: this.#client!.names.queueConsumer(queue),
-      prefetch: this.#queueConfig.get(queue)!.prefetch,
-      onMessage: (msg) => this.#onMessage(queue, msg),
-      onStalled: async (reason) => {
+    const n = this.#client!.names;
+    const cfg = this.#queueConfig.get(queue)!;
+    const common = {
+      stream: n.tasksStream,
+      prefetch: cfg.prefetch,
+      onMessage: (msg: Msg) => this.#onMessage(queue, msg),
+      onStalled: async (reason: string) => {
         this.#log.warn(`queue ${queue}: pulls went silent (${reason}); checking the consumer`);
         await this.#ensureConsumer(await this.#client!.jsm(), queue);
       },
-    });
+    };
+    const puller = cfg.priorities
+      ? new PriorityPuller(this.#client!.nc, { ...common, consumerPrefix: n.queueConsumer(queue), subjectOf: (p) => n.taskSubject(queue, p), levels: PRIORITY_LEVELS })
+      : new QueuePuller(this.#client!.nc, { ...common, consumer: n.queueConsumer(queue) });
     this.#pullers.set(queue, puller);
     puller.start();
   }
@@ -515,7 +525,7 @@ export class Worker implements AsyncDisposable {
         const o = (args.options ?? {}) as QueueOptions;
         const serial = o.serial === true;
         const concurrency = serial ? 1 : Math.min(o.concurrency ?? this.#concurrency, this.#concurrency);
-        this.#queueConfig.set(queue, { serial, concurrency, prefetch: serial ? 1 : o.prefetch ?? concurrency, ackWaitMs: (o.ackWait ?? this.#client!.settings.ackWait) * MS });
+        this.#queueConfig.set(queue, { serial, priorities: o.priorities === true, concurrency, prefetch: serial ? 1 : o.prefetch ?? concurrency, ackWaitMs: (o.ackWait ?? this.#client!.settings.ackWait) * MS });
         await this.#consume(await this.#client!.jsm(), queue);
         await this.#control?.beat();
         return `consuming ${queue}`;
@@ -536,14 +546,18 @@ export class Worker implements AsyncDisposable {
         const puller = this.#pullers.get(queue);
         if (!puller) return `not consuming ${queue}`;
         this.#paused.add(queue);
-        puller.pause();
+        // A FIFO puller pauses in place; a priority puller is closed and made anew on resume.
+        if (puller instanceof QueuePuller) puller.pause();
+        else puller.close();
         this.#returnWaiting(queue);
         return `paused ${queue}`;
       }
       case "resume_queue": {
         const queue = queueArg();
         if (!this.#paused.delete(queue)) return `${queue} was not paused`;
-        this.#pullers.get(queue)?.resume();
+        const puller = this.#pullers.get(queue);
+        if (puller instanceof QueuePuller) puller.resume();
+        else if (puller) await this.#consume(await this.#client!.jsm(), queue);
         return `resumed ${queue}`;
       }
       default:
@@ -641,6 +655,14 @@ export class Worker implements AsyncDisposable {
     // A serial queue is enforced by the server: one unacknowledged message for all its workers.
     const maxAckPending = config.serial ? 1 : -1;
     const ackWait = config.ackWaitMs * 1e6;
+    if (config.priorities) {
+      // Throws PriorityConsumerConflictError (saying what to do) while the FIFO consumer q-<queue> exists.
+      await ensurePriorityConsumers(jsm, {
+        stream: n.tasksStream, consumerPrefix: durable, subjectOf: (p) => n.taskSubject(queue, p),
+        levels: PRIORITY_LEVELS, ackWaitNs: ackWait, maxAckPending: -1,
+      });
+      return;
+    }
     let existing;
     try {
       existing = await jsm.consumers.info(n.tasksStream, durable);
@@ -662,6 +684,9 @@ export class Worker implements AsyncDisposable {
         });
       } catch (err) {
         // Another worker created it at the same moment.
+        if (/not unique/i.test((err as Error).message)) {
+          throw new Error(`queue "${queue}" is served with priorities (consumers ${durable}-p0…p9): start its workers with priorities: true, or stop them and delete those consumers`, { cause: err });
+        }
         if (!/already (in use|exists)/i.test((err as Error).message)) throw err;
       }
       return;

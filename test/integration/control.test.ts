@@ -137,10 +137,12 @@ describe("control", () => {
     await g1.start();
     await g2.start();
     await Promise.all(Array.from({ length: 12 }, () => c.call(global, {}, { queue: "g", timeout: 20_000 })));
-    // No one-second window holds more than 4 starts across both workers.
+    // 12 starts at 4 per second need at least 3 one-second windows. A start is recorded a moment
+    // after its window was counted, so one start may land just past a window's edge: allow 4 + 1.
     const windows = new Map<number, number>();
     for (const t of gstarts) windows.set(Math.floor(t / 1000), (windows.get(Math.floor(t / 1000)) ?? 0) + 1);
-    assert.ok([...windows.values()].every((n) => n <= 4), `starts per window: ${[...windows.values()]}`);
+    assert.ok(windows.size >= 3, `12 starts spread over ${windows.size} windows`);
+    assert.ok([...windows.values()].every((n) => n <= 5), `starts per window: ${[...windows.values()]}`);
     assert.equal(gstarts.length, 12);
   });
 });

@@ -126,3 +126,24 @@ describe("queues", () => {
     assert.equal(info.num_pending, 7, "the other 7 still on the server");
   });
 });
+
+describe("priorities", () => {
+  test("priorities - a high-priority task sent behind 2,000 low-priority ones starts within the next few", async () => {
+    const ns = freshNamespace();
+    const order: string[] = [];
+    const queues = { urgent: { priorities: true, concurrency: 1, prefetch: 1 } };
+    await using c = await client(server, ns, { queues });
+    const w = worker(server, ns, { queues }).implement(job, async ({ tag }) => {
+      order.push(tag);
+      return tag;
+    });
+    await w.start();
+    await c.control("pause_queue", { queue: "urgent" });
+    await Promise.all(Array.from({ length: 2000 }, (_, i) => c.send(job, { ms: 0, tag: `low${i}` }, { queue: "urgent" })));
+    const vip = await c.send(job, { ms: 0, tag: "vip" }, { queue: "urgent", priority: 9 });
+    await c.control("resume_queue", { queue: "urgent" });
+    await vip.result({ timeout: 20_000 });
+    assert.ok(order.indexOf("vip") <= 3, `vip started as task #${order.indexOf("vip") + 1}`);
+    await w.close({ graceMs: 0 });
+  });
+});
