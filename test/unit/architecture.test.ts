@@ -25,9 +25,10 @@ const ALLOWED: Record<string, string[]> = {
   worker: ["protocol", "signatures", "settings", "transport", "client", "canvas"],
   callback: ["protocol", "signatures", "settings", "transport", "client"],
   notebook: ["protocol", "signatures", "client"],
+  monitor: ["protocol", "client"],
   testing: [],
   workflow: ["protocol", "signatures", "client", "canvas"],
-  cli: ["protocol", "signatures", "settings", "transport", "client", "worker", "testing", "callback", "canvas", "beat"],
+  cli: ["protocol", "signatures", "settings", "transport", "client", "worker", "testing", "callback", "canvas", "beat", "monitor"],
 };
 /** Folders allowed to use node:*, Deno.* or Bun.* (the runtime edges). */
 const EDGES = new Set(["transport", "testing", "cli"]);
