@@ -816,7 +816,7 @@ export class Worker implements AsyncDisposable {
     const startedAt = Date.now();
     flight.startedAt = startedAt;
     flight.state = STATE.started;
-    this.#events?.push({ type: EVENT.started, id: task.id, task: task.task, queue: flight.queue, at: startedAt, worker: this.identity.id });
+    this.#events?.push({ type: EVENT.started, id: task.id, task: task.task, queue: flight.queue, at: startedAt, worker: this.identity.id, retries: task.retries ?? 0 });
     const softLimit = task.softTimeLimit ?? reg.sig.options.softTimeLimit ?? this.#client!.settings.softTimeLimit;
     // Pools apply the soft limit inside the executor; inline handlers get it here.
     const softTimer = softLimit !== undefined && !this.#pool
@@ -950,7 +950,7 @@ export class Worker implements AsyncDisposable {
         const body = encode({ v: PROTOCOL_VERSION, kind: "progress", id: task.id, progress: value, at });
         // One subject for every watcher, the sender included (it subscribes when it listens).
         client.nc.publish(client.names.progressSubject(task.id), body);
-        this.#events?.push({ type: EVENT.progress, id: task.id, task: task.task, queue: flight.queue, at, worker: this.identity.id, progress: value });
+        this.#events?.push({ type: EVENT.progress, id: task.id, task: task.task, queue: flight.queue, at, worker: this.identity.id, progress: value, retries: task.retries ?? 0 });
       },
     };
   }
