@@ -163,7 +163,9 @@ export class Client implements AsyncDisposable {
         return true;
       },
     });
-    this.#events = settings.events ? new EventBuffer(this.publisher, this.names.eventsSubject("task"), nc, 500, 0) : undefined;
+    // Batched like the worker's (20 ms): a sequential sender then stores one event message per
+    // batch, not per task. Monitors order events by `at` and state, not by arrival.
+    this.#events = settings.events ? new EventBuffer(this.publisher, this.names.eventsSubject("task"), nc) : undefined;
     this.#replyPrefix = createInbox();
     // `>`: task ids may contain dots.
     this.#replySub = nc.subscribe(`${this.#replyPrefix}.>`, { callback: (_e, msg) => this.#onReply(msg.data) });
