@@ -26,9 +26,10 @@ const ALLOWED: Record<string, string[]> = {
   callback: ["protocol", "signatures", "settings", "transport", "client"],
   notebook: ["protocol", "signatures", "client"],
   monitor: ["protocol", "client"],
+  ingest: ["protocol", "signatures", "client"],
   testing: [],
   workflow: ["protocol", "signatures", "client", "canvas"],
-  cli: ["protocol", "signatures", "settings", "transport", "client", "worker", "testing", "callback", "canvas", "beat", "monitor"],
+  cli: ["protocol", "signatures", "settings", "transport", "client", "worker", "testing", "callback", "canvas", "beat", "monitor", "ingest"],
 };
 /** Folders allowed to use node:*, Deno.* or Bun.* (the runtime edges). */
 const EDGES = new Set(["transport", "testing", "cli"]);
