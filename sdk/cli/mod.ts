@@ -14,6 +14,8 @@ import { wantsHelp } from "./args.ts";
 import { callCommand, resultCommand, sendCommand } from "./call.ts";
 import { isSettingsError } from "./connection.ts";
 import { initCommand } from "./init.ts";
+import { ingestCommand } from "./ingest.ts";
+import { schemaCommand } from "./schema.ts";
 import { dlqCommand } from "./dlq.ts";
 import { beatCommand } from "./beat.ts";
 import { eventsCommand } from "./events.ts";
@@ -28,7 +30,7 @@ export { loadTasksModule, type RegisterTasks } from "./worker.ts";
 
 /** Every command, by name, in the order `celerity help` lists them. */
 export const COMMANDS: ReadonlyMap<string, Command> = new Map(
-  [workerCommand, workersCommand, beatCommand, callCommand, sendCommand, statusCommand, resultCommand, initCommand, dlqCommand, eventsCommand, sinkCommand].map((c) => [c.name, c]),
+  [workerCommand, workersCommand, beatCommand, callCommand, sendCommand, statusCommand, resultCommand, initCommand, dlqCommand, eventsCommand, sinkCommand, ingestCommand, schemaCommand].map((c) => [c.name, c]),
 );
 
 /** The usage text of `celerity help`. */

@@ -143,3 +143,37 @@ test("ingest - a stream with no known digest is uploaded; a re-run still sends o
   assert.equal(await taskCount(c), 1);
   assert.deepEqual(await readObject(c, b.ref), data);
 });
+
+test("ingest - the CLI uploads a file, prints the task id and text progress, and waits for the result", async () => {
+  const { main } = await import("../../sdk/cli/mod.ts");
+  const { mkdtempSync, writeFileSync, rmSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const ns = freshNamespace("ing");
+  const dir = mkdtempSync(join(tmpdir(), "celerity-ingest-"));
+  const data = input(2 * 1024 * 1024, 6);
+  writeFileSync(join(dir, "in.txt"), data);
+  const w = worker(server, ns).implement(digestSig, async ({ ref }, ctx) => {
+    const bytes = await readObject(ctx.client, ref);
+    return { size: bytes.length, digest: sha(bytes) };
+  });
+  await w.start();
+  try {
+    const stdout: string[] = [];
+    const stderr: string[] = [];
+    const io = { out: (t: string) => void stdout.push(t), err: (t: string) => void stderr.push(t) };
+    const argv = ["ingest", join(dir, "in.txt"), "--task", "ingest.digest", "--servers", server.url, "--namespace", ns, "--wait", "20000"];
+    assert.equal(await main(argv, io), 0, stderr.join("\n"));
+    assert.match(stdout[0]!, /^key-[0-9a-f]{16}$/);
+    assert.deepEqual(JSON.parse(stdout[1]!), { size: data.length, digest: sha(data) });
+    assert.ok(stderr.some((l) => /^uploading .*100% 2\.0 MiB\/2\.0 MiB/.test(l)), stderr.join("\n"));
+    assert.ok(stderr.some((l) => /^done/.test(l)));
+    const again: string[] = [];
+    assert.equal(await main(argv.slice(0, -2), { out: (t) => void again.push(t), err: () => {} }), 0);
+    assert.equal(again[0], stdout[0], "same task id on a re-run");
+    assert.equal(await main(["ingest", join(dir, "in.txt"), "--servers", server.url], io), 2);
+  } finally {
+    await w.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
