@@ -17,6 +17,7 @@ import {
   groupKey,
   jobKey,
   listJobs,
+  listKeys,
   mutate,
   read,
   runKey,
@@ -207,7 +208,7 @@ async function followUp(client: Client, kv: KV, wf: Workflow, job: JobRecord): P
   const groups = [...descendants(wf, job.stage)].filter((s) => wf.stages[s]!.group);
   // Upstream groups first, so a group below another sees the one above complete.
   groups.sort((a, b) => ancestors(wf, a).size - ancestors(wf, b).size);
-  for (const g of groups) toSend.push(...(await fillGroup(kv, wf, runId, g, job.root)));
+  for (const g of groups) toSend.push(...(await fillGroup(client, kv, wf, runId, g, job.root)));
   await sendIfRunning(client, kv, wf, runId, toSend);
   await mutate<JobRecord>(kv, jobKey(runId, job.jobId), (cur) => (cur && cur.taskId === job.taskId && cur.state === "succeeded" && !cur.advanced ? { ...cur, advanced: true } : undefined));
 }
@@ -247,11 +248,11 @@ function arrivalsOf(wf: Workflow, gstage: string, job: JobRecord): Arrival[] {
  * complete). Batches are claimed with compare-and-set, so concurrent callers make each once.
  * Returns the ids of the group jobs (to send).
  */
-async function fillGroup(kv: KV, wf: Workflow, runId: string, gstage: string, root: string): Promise<string[]> {
+async function fillGroup(client: Client, kv: KV, wf: Workflow, runId: string, gstage: string, root: string): Promise<string[]> {
   const g = wf.stages[gstage]!.group!;
   const up = ancestors(wf, gstage);
   const preds = new Set(Object.values(wf.stages).filter((s) => s.next.includes(gstage)).map((s) => s.name));
-  const all = await listJobs(kv, runId);
+  const all = await listJobs(client, kv, runId);
   const scope = g.by === "root" ? all.filter((j) => j.root === root) : all;
   const upJobs = scope.filter((j) => up.has(j.stage));
   let complete = upJobs.every((j) => j.state === "succeeded" || j.state === "cancelled");
@@ -263,7 +264,7 @@ async function fillGroup(kv: KV, wf: Workflow, runId: string, gstage: string, ro
       const ids = all.filter((j) => uPreds.includes(j.stage) && j.state === "succeeded").flatMap((j) => arrivalsOf(wf, u, j).map((a) => a.id));
       const claimed = new Set<string>();
       const known = new Set(all.map((j) => j.jobId));
-      for await (const k of await kv.keys(`grp.${runId}.${u}.>`)) {
+      for (const k of await listKeys(client, `grp.${runId}.${u}.>`)) {
         for (const b of (await read<GroupRecord>(kv, k))?.value.batches ?? []) {
           b.members.forEach((m) => claimed.add(m));
           // Claimed but its job not yet recorded (listed before it was): more work to come.
@@ -338,7 +339,7 @@ export async function resume(client: Client, runId: string): Promise<void> {
   if (run.state === "cancelled") throw new ProtocolError(`workflow run "${runId}" was cancelled`);
   await mutate<RunRecord>(kv, runKey(runId), (cur) => (cur && cur.state === "paused" ? { ...cur, state: "running", updatedAt: Date.now() } : undefined));
   const wf = resolveWorkflow(run.definition);
-  const pending = (await listJobs(kv, runId)).filter((j) => j.state === "pending");
+  const pending = (await listJobs(client, kv, runId)).filter((j) => j.state === "pending");
   await sendAll(client, kv, wf, pending);
 }
 
@@ -347,7 +348,7 @@ export async function cancel(client: Client, runId: string, options: { terminate
   const kv = await workflowKv(client);
   await requireRun(kv, runId);
   await mutate<RunRecord>(kv, runKey(runId), (cur) => (cur && cur.state !== "cancelled" ? { ...cur, state: "cancelled", updatedAt: Date.now() } : undefined));
-  const jobs = (await listJobs(kv, runId)).filter((j) => j.state === "pending" || j.state === "running");
+  const jobs = (await listJobs(client, kv, runId)).filter((j) => j.state === "pending" || j.state === "running");
   await Promise.all(jobs.map(async (j) => {
     if (j.state === "running") await client.revoke(j.taskId, { reason: `workflow run ${runId} cancelled`, ...(options.terminate ? { terminate: true } : {}) });
     await mutate<JobRecord>(kv, jobKey(runId, j.jobId), (cur) =>
@@ -425,7 +426,7 @@ export interface RunStatus {
 export async function status(client: Client, runId: string): Promise<RunStatus> {
   const kv = await workflowKv(client);
   const run = await requireRun(kv, runId);
-  const jobs = await listJobs(kv, runId);
+  const jobs = await listJobs(client, kv, runId);
   const stages: Record<string, StageStatus> = {};
   for (const s of Object.keys(run.definition.stages)) stages[s] = { pending: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
   const durations: Record<string, number[]> = {};
@@ -466,15 +467,14 @@ export async function status(client: Client, runId: string): Promise<RunStatus> 
 
 /** Every job of a run, oldest first (for dashboards and debugging). */
 export async function jobs(client: Client, runId: string): Promise<JobRecord[]> {
-  return listJobs(await workflowKv(client), runId);
+  return listJobs(client, await workflowKv(client), runId);
 }
 
 /** The ids of the runs in the namespace. */
 export async function runs(client: Client): Promise<string[]> {
   const kv = await workflowKv(client);
-  const out = new Set<string>();
-  for await (const k of await kv.keys("run.*")) out.add(k.slice(4));
-  return [...out];
+  await workflowKv(client);
+  return (await listKeys(client, "run.*")).map((k) => k.slice(4));
 }
 
 /**

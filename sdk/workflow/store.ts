@@ -133,12 +133,22 @@ export async function mutate<T>(kv: KV, key: string, fn: (current: T | undefined
   throw new Error(`workflow state ${key}: too many concurrent writers`);
 }
 
+/**
+ * The keys matching `filter` (a subject filter under the bucket), from one stream-info snapshot.
+ * (`kv.keys()` can wait for an idle heartbeat when keys are rewritten while it lists them.)
+ */
+export async function listKeys(client: Client, filter: string): Promise<string[]> {
+  const bucket = workflowBucket(client.names.namespace);
+  const prefix = `$KV.${bucket}.`;
+  const jsm = await client.jsm();
+  const info = await jsm.streams.info(`KV_${bucket}`, { subjects_filter: `${prefix}${filter}` });
+  return Object.keys(info.state.subjects ?? {}).map((s) => s.slice(prefix.length));
+}
+
 /** Every job of a run. */
-export async function listJobs(kv: KV, runId: string): Promise<JobRecord[]> {
-  // A key written while the listing runs may be listed twice.
-  const keys = new Set<string>();
-  for await (const k of await kv.keys(`job.${runId}.>`)) keys.add(k);
-  const jobs = await Promise.all([...keys].map((k) => read<JobRecord>(kv, k)));
+export async function listJobs(client: Client, kv: KV, runId: string): Promise<JobRecord[]> {
+  const keys = await listKeys(client, `job.${runId}.>`);
+  const jobs = await Promise.all(keys.map((k) => read<JobRecord>(kv, k)));
   return jobs.filter((j): j is { value: JobRecord; revision: number } => j !== undefined).map((j) => j.value)
     .sort((a, b) => a.createdAt - b.createdAt || (a.jobId < b.jobId ? -1 : a.jobId > b.jobId ? 1 : 0));
 }

@@ -187,7 +187,7 @@ test("workflow - pause keeps new stage tasks back; resume sends them", async () 
     await resume(c, runId);
     const s = await waitForRun(c, runId, { timeout: 15_000 });
     assert.equal(s.state, "succeeded");
-    assert.equal(s.stages.second!.succeeded, 2, JSON.stringify(await jobs(c, runId), null, 1));
+    assert.equal(s.stages.second!.succeeded, 2);
   } finally {
     await w.close();
   }
