@@ -16,7 +16,7 @@ after(async () => {
 
 function run(example: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const file = fileURLToPath(new URL(`../../examples/${example}/main.ts`, import.meta.url));
-  const env = { ...process.env, CELERITY_SERVERS: server.url };
+  const env: NodeJS.ProcessEnv = { ...process.env, CELERITY_SERVERS: server.url };
   for (const k of ["NATS_URL", "CELERITY_SETTINGS", "CELERITY_NAMESPACE"]) delete env[k];
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ["--import", tsx, file], { env, stdio: ["ignore", "pipe", "pipe"] });
