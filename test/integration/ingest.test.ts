@@ -177,3 +177,19 @@ test("ingest - the CLI uploads a file, prints the task id and text progress, and
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("ingest - examples/ingest/main.ts runs end to end on its embedded server", async () => {
+  const { spawnSync } = await import("node:child_process");
+  const { fileURLToPath } = await import("node:url");
+  const root = fileURLToPath(new URL("../..", import.meta.url));
+  const env = { ...process.env };
+  delete env.CELERITY_SERVERS;
+  delete env.NATS_URL;
+  delete env.CELERITY_SETTINGS;
+  const r = spawnSync(process.execPath, ["--import", "tsx", "examples/ingest/main.ts", "--mb", "4"], { cwd: root, env, encoding: "utf8", timeout: 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+  assert.equal(out.lines, out.expectedLines);
+  assert.ok(out.bytes >= 4 * 1024 * 1024);
+  assert.match(r.stderr, /uploading 100%/);
+});
