@@ -17,6 +17,7 @@ export const entries = {
   notebook: "sdk/notebook/mod.ts",
   monitor: "sdk/monitor/mod.ts",
   workflow: "sdk/workflow/mod.ts",
+  ingest: "sdk/ingest/mod.ts",
   callback: "sdk/callback/mod.ts",
   // Not a public entry: the process/thread pool's executor, which dist/worker.js looks for beside itself.
   pool_child: "sdk/worker/pool/child.ts",

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import * as v from "valibot";
 import { NatsServer } from "../../sdk/testing/mod.ts";
 import { signature } from "../../sdk/client/mod.ts";
+import { main } from "../../sdk/cli/mod.ts";
 import { client, eventually, freshNamespace, worker } from "./helpers.ts";
 
 let server: NatsServer;
@@ -144,5 +145,28 @@ describe("control", () => {
     assert.ok(windows.size >= 3, `12 starts spread over ${windows.size} windows`);
     assert.ok([...windows.values()].every((n) => n <= 5), `starts per window: ${[...windows.values()]}`);
     assert.equal(gstarts.length, 12);
+  });
+
+  test("cli - celerity inspect and celerity control address workers and report their replies", async () => {
+    const ns = freshNamespace();
+    await using w = worker(server, ns).implement(nap, ({ ms }) => ms);
+    await w.start();
+    const run = async (args: string[]) => {
+      let out = "";
+      let err = "";
+      const code = await main([...args, "--servers", server.url, "--namespace", ns], { out: (t) => (out += `${t}\n`), err: (t) => (err += `${t}\n`) });
+      return { code, out, err };
+    };
+    const ping = await run(["inspect", "ping", "--worker", w.identity.id]);
+    assert.equal(ping.code, 0, ping.err);
+    assert.equal(ping.out.trim(), `${w.identity.id}: pong`);
+    const grown = await run(["control", "pool_grow", "--args", '{"n": 3}', "--worker", w.identity.id, "--json"]);
+    assert.equal(grown.code, 0, grown.err);
+    assert.deepEqual(JSON.parse(grown.out)[0].result, { concurrency: 4 });
+    const refused = await run(["control", "pool_grow", "--args", '{"n": 0}', "--worker", w.identity.id]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.out, /error: pool_grow needs \{n: <positive integer>\}/);
+    assert.equal((await run(["inspect", "gossip"])).code, 2);
+    assert.equal((await run(["inspect", "ping", "--worker", "nobody", "--timeout", "200"])).code, 1);
   });
 });
