@@ -60,3 +60,12 @@ test("examples - handover: submit to a local service, poll until done, fan out, 
   assert.match(r.stdout, /To: grace@example\.org\nSubject: your analysis is ready\n\nannotated C-2\nannotated G-2/);
   assert.match(r.stdout, /^run succeeded in \d+ ms$/m);
 });
+
+test("examples - alerts: an eternal listener feeds packets; each reaches exactly the handlers of its type", async () => {
+  const r = await run("alerts");
+  assert.equal(r.code, 0, `alerts failed:\n${r.stdout}\n${r.stderr}`);
+  const out = r.stdout + r.stderr;
+  assert.match(out, /no handler for ICECUBE_ASTROTRACK_GOLD: \d+ packet\(s\) counted/);
+  assert.match(out, /dispatched \d+ packets: \d+ handler tasks, \d+ unknown/);
+  assert.match(out, /SWIFT_BAT_GRB_POS trigger \d+ at ra \d+, dec -?\d+/);
+});
