@@ -18,6 +18,7 @@ import { ingestCommand } from "./ingest.ts";
 import { schemaCommand } from "./schema.ts";
 import { dlqCommand } from "./dlq.ts";
 import { controlCommand, inspectCommand } from "./control.ts";
+import { bundleCallbackCommand } from "./bundle_callback.ts";
 import { beatCommand } from "./beat.ts";
 import { eventsCommand } from "./events.ts";
 import { sinkCommand } from "./sink.ts";
@@ -31,7 +32,7 @@ export { loadTasksModule, type RegisterTasks } from "./worker.ts";
 
 /** Every command, by name, in the order `celerity help` lists them. */
 export const COMMANDS: ReadonlyMap<string, Command> = new Map(
-  [workerCommand, workersCommand, beatCommand, callCommand, sendCommand, statusCommand, resultCommand, initCommand, dlqCommand, inspectCommand, controlCommand, eventsCommand, sinkCommand, ingestCommand, schemaCommand].map((c) => [c.name, c]),
+  [workerCommand, workersCommand, beatCommand, callCommand, sendCommand, statusCommand, resultCommand, initCommand, dlqCommand, inspectCommand, controlCommand, bundleCallbackCommand, eventsCommand, sinkCommand, ingestCommand, schemaCommand].map((c) => [c.name, c]),
 );
 
 /** The usage text of `celerity help`. */
