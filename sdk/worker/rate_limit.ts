@@ -79,6 +79,11 @@ export class RateLimiter {
     else this.#global.set(task, parseRate(rate));
   }
 
+  /** Whether `task` has any limit (cheap: checked for every task). */
+  has(task: string): boolean {
+    return this.#local.has(task) || this.#global.has(task);
+  }
+
   /** The current limits, for inspect. */
   limits(): Record<string, { perWorker?: string; global?: string }> {
     const out: Record<string, { perWorker?: string; global?: string }> = {};
