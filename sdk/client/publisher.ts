@@ -31,6 +31,9 @@ export interface PublisherOptions {
   onNoStream?: (subject: string) => Promise<boolean>;
 }
 
+/** One decoder for every PubAck: creating one per message showed up in the client's profile. */
+const DECODER = new TextDecoder();
+
 interface Pending {
   subject: string;
   data: Uint8Array;
@@ -107,7 +110,7 @@ export class AckedPublisher {
     }
     let ack: { stream?: string; seq?: number; duplicate?: boolean; error?: { code?: number; description?: string } };
     try {
-      ack = JSON.parse(new TextDecoder().decode(data));
+      ack = JSON.parse(DECODER.decode(data));
     } catch {
       entry.reject(new PublishError(`unreadable acknowledgement for ${entry.subject} (status ${code})`));
       return;
