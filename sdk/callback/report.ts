@@ -21,10 +21,9 @@ import {
   type Names,
   type ResultRecord,
   type TaskEvent,
-  type TaskMessage,
   type WorkerIdentity,
 } from "../protocol/mod.ts";
-import { isSignature, validate, type AnySignature } from "../signatures/mod.ts";
+import { isSignature, taskMessage, validate, type AnySignature } from "../signatures/mod.ts";
 import { loadSettings, type Settings, type SettingsInput } from "../settings/mod.ts";
 import { environment, hostIdentity, openConnection, readTextFile } from "../transport/mod.ts";
 
@@ -215,16 +214,7 @@ async function prepareSend(
   const o = sig?.options ?? {};
   const queue = what.queue ?? o.queue ?? DEFAULT_QUEUE;
   const priority = what.priority ?? o.priority ?? 0;
-  const message: TaskMessage = { v: PROTOCOL_VERSION, id, task: name, args: what.args, queue, sentAt: at };
-  if (priority) message.priority = priority;
-  if (o.expires !== undefined) message.expires = at + o.expires * 1000;
-  if (o.retries !== undefined) message.maxRetries = o.retries;
-  if (o.retryDelay !== undefined) message.retryDelay = o.retryDelay;
-  if (o.retryDelayMax !== undefined) message.retryDelayMax = o.retryDelayMax;
-  if (o.autoretryFor !== undefined) message.autoretryFor = [...o.autoretryFor];
-  if (o.softTimeLimit !== undefined) message.softTimeLimit = o.softTimeLimit;
-  if (o.timeLimit !== undefined) message.timeLimit = o.timeLimit;
-  message.meta = { sentBy: worker.id };
+  const message = taskMessage({ id, task: name, args: what.args, queue, sentAt: at, meta: { sentBy: worker.id } }, { ...o, priority });
   const body = encode(message);
   const event: TaskEvent = { type: EVENT.sent, id, task: name, queue, at, args: what.args, ...(priority ? { priority } : {}) };
   return {
@@ -236,7 +226,7 @@ async function prepareSend(
       // The task id is the dedupe key: a retried publish is stored once.
       h.set(HEADER.msgId, id);
       h.set(HEADER.task, name);
-      return publisher.publish(n.taskSubject(queue, priority), body, h);
+      return publisher.publish(n.subjectFor(message, at), body, h);
     },
   };
 }

@@ -26,8 +26,8 @@ import {
   type Names,
   type ResultRecord,
   type TaskEvent,
-  type TaskMessage,
 } from "../protocol/mod.ts";
+import { taskMessage } from "../signatures/mod.ts";
 import { tails, type CallNode, type ChordNode, type Node } from "./compile.ts";
 import type { ChordErrorPolicy } from "./shapes.ts";
 
@@ -200,30 +200,21 @@ export class Launcher {
     const queue = o.queue ?? DEFAULT_QUEUE;
     const meta: Record<string, unknown> = { ...(o.meta ?? {}), rootId: this.origin.rootId };
     if (this.origin.parentId !== undefined) meta.parentId = this.origin.parentId;
-    const message: TaskMessage = { v: PROTOCOL_VERSION, id: node.id, task: node.task, args: argsFor(node, input) ?? null, queue, sentAt: now, meta };
-    if (o.priority) message.priority = o.priority;
     const eta = o.eta ?? (o.countdown !== undefined ? now + o.countdown * 1000 : undefined);
-    if (eta !== undefined) message.eta = eta;
-    if (o.expires !== undefined) message.expires = now + o.expires * 1000;
-    if (o.retries !== undefined) message.maxRetries = o.retries;
-    if (o.retryDelay !== undefined) message.retryDelay = o.retryDelay;
-    if (o.retryDelayMax !== undefined) message.retryDelayMax = o.retryDelayMax;
-    if (o.autoretryFor !== undefined) message.autoretryFor = [...o.autoretryFor];
-    if (o.softTimeLimit !== undefined) message.softTimeLimit = o.softTimeLimit;
-    if (o.timeLimit !== undefined) message.timeLimit = o.timeLimit;
     const callbacks: Record<string, unknown> = {};
     if (node.link?.length) callbacks.link = node.link;
     if (node.linkError?.length) callbacks.linkError = node.linkError;
     if (then.next) callbacks.next = then.next;
     if (then.member) callbacks.member = then.member;
-    if (Object.keys(callbacks).length) message.callbacks = callbacks;
+    const message = taskMessage(
+      { id: node.id, task: node.task, args: argsFor(node, input) ?? null, queue, sentAt: now, eta, meta, ...(Object.keys(callbacks).length ? { callbacks } : {}) },
+      o,
+    );
     const h = natsHeaders();
     h.set(HEADER.msgId, node.id);
     h.set(HEADER.task, node.task);
     const n = this.client.names;
-    // Like the client: a task with a future ETA waits in the scheduled stream, not in a worker.
-    const subject = eta !== undefined && eta > now ? n.scheduledSubject(queue) : n.taskSubject(queue, o.priority ?? 0);
-    await this.client.publisher.publish(subject, encode(message), h);
+    await this.client.publisher.publish(n.subjectFor(message, now), encode(message), h);
     const event: TaskEvent = { type: EVENT.sent, id: node.id, task: node.task, queue, at: now, args: message.args };
     if (eta !== undefined) event.eta = eta;
     if (message.expires !== undefined) event.expires = message.expires;

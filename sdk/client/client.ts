@@ -8,7 +8,6 @@ import {
   ConnectionClosedError,
   decodeReply,
   decodeResultRecord,
-  DEFAULT_QUEUE,
   encode,
   EVENT,
   FINAL_STATES,
@@ -26,11 +25,11 @@ import {
   type Names,
   type ResultRecord,
   type WorkerEntry,
-  type TaskMessage,
 } from "../protocol/mod.ts";
 import {
   checkTaskOptions,
   isSignature,
+  taskMessage,
   validate,
   type AnySignature,
   type ArgsInput,
@@ -274,31 +273,15 @@ export class Client implements AsyncDisposable {
     const route = this.router.route(name, sig, taskOptions.queue, args);
     const queue = route.queue;
     if (this.router.needsCheck(route, sig !== undefined)) await this.#assertServed(name, queue);
-    const message: TaskMessage = { v: PROTOCOL_VERSION, id, task: name, args, queue, sentAt: now, replyTo: `${this.#replyPrefix}.${id}` };
-    if (o.priority) message.priority = o.priority;
     const etaMs = eta instanceof Date ? eta.getTime() : eta ?? (countdown !== undefined ? now + countdown * 1000 : undefined);
-    if (etaMs !== undefined) message.eta = etaMs;
-    if (o.expires !== undefined) message.expires = now + o.expires * 1000;
-    if (o.retries !== undefined) message.maxRetries = o.retries;
-    if (o.retryDelay !== undefined) message.retryDelay = o.retryDelay;
-    if (o.retryDelayMax !== undefined) message.retryDelayMax = o.retryDelayMax;
-    if (taskOptions.autoretryFor !== undefined) message.autoretryFor = [...taskOptions.autoretryFor];
-    if (o.softTimeLimit !== undefined) message.softTimeLimit = o.softTimeLimit;
-    if (o.timeLimit !== undefined) message.timeLimit = o.timeLimit;
-    if (meta !== undefined) message.meta = meta;
-    if (callbacks !== undefined) message.callbacks = callbacks;
+    const message = taskMessage({ id, task: name, args, queue, sentAt: now, replyTo: `${this.#replyPrefix}.${id}`, eta: etaMs, meta, callbacks }, o);
     const body = encode(message);
     const max = (this.nc.info?.max_payload ?? 1024 * 1024) - 512; // room for headers and subject
     if (body.length > max) throw new PayloadTooLargeError(body.length, max, `task "${name}" (${id})`);
     const h = natsHeaders();
     h.set(HEADER.msgId, id);
     h.set(HEADER.task, name);
-    // A task with a future ETA waits in the scheduled stream, never in a worker's memory; the
-    // schedulers of the workers move it to its queue when it is due.
-    const subject = etaMs !== undefined && etaMs > Date.now()
-      ? this.names.scheduledSubject(queue)
-      : this.names.taskSubject(queue, o.priority ?? 0);
-    await this.publisher.publish(subject, body, h);
+    await this.publisher.publish(this.names.subjectFor(message), body, h);
     this.#events?.push({ type: EVENT.sent, id, task: name, queue, at: now, args, ...(etaMs ? { eta: etaMs } : {}), ...(message.expires ? { expires: message.expires } : {}), ...(o.priority ? { priority: o.priority } : {}) });
     return new TaskHandle(this, id, name, sig);
   }

@@ -90,6 +90,11 @@ export interface Names {
   revokedSubject(id: string): string;
   /** Subject a task for `queue` at `priority` is published to. */
   taskSubject(queue: string, priority?: number): string;
+  /**
+   * Where a task message goes: a future ETA waits in the scheduled stream (never in a worker's
+   * memory), anything else goes straight to its queue's task subject.
+   */
+  subjectFor(message: { queue: string; priority?: number; eta?: number }, now?: number): string;
   /** Filter subject of the durable consumer that serves `queue`. */
   queueFilter(queue: string): string;
   /** Durable consumer name shared by every worker of `queue` (so the server balances them). */
@@ -133,6 +138,8 @@ export function names(ns = "celerity"): Names {
     eventsWildcard: `${ns}.events.>`,
     dlqWildcard: `${ns}.dlq.>`,
     taskSubject: (queue, priority = DEFAULT_PRIORITY) => `${tasksPrefix}${queue}.${priority}`,
+    subjectFor: (m, now = Date.now()) =>
+      m.eta !== undefined && m.eta > now ? `${ns}.scheduled.${m.queue}` : `${tasksPrefix}${m.queue}.${m.priority ?? DEFAULT_PRIORITY}`,
     queueFilter: (queue) => `${tasksPrefix}${queue}.>`,
     queueConsumer: (queue) => `q-${queue}`,
     eventsSubject: (kind) => `${ns}.events.${kind}`,

@@ -25,6 +25,8 @@ export {
   type Signature,
   signature,
   type SignatureDefinition,
+  taskMessage,
+  type TaskMessageFields,
   type TaskOptions,
   validate,
   type Validation,

@@ -5,8 +5,10 @@
 import {
   assertTaskName,
   assertToken,
+  PROTOCOL_VERSION,
   ProtocolError,
   type SchemaIssue,
+  type TaskMessage,
 } from "../protocol/mod.ts";
 import type { StandardSchemaV1 } from "./standard_schema.ts";
 
@@ -170,6 +172,43 @@ export function checkTaskOptions(options: Record<string, unknown>, where: string
   if (soft !== undefined && hard !== undefined && hard < soft) {
     throw new ProtocolError(`${where}: timeLimit (${hard}) must not be shorter than softTimeLimit (${soft})`);
   }
+}
+
+/** What a sender knows of one task besides its options. */
+export interface TaskMessageFields {
+  id: string;
+  task: string;
+  args: unknown;
+  queue: string;
+  /** Epoch ms; `expires` counts from it. */
+  sentAt: number;
+  /** Epoch ms before which the task must not run. */
+  eta?: number;
+  replyTo?: string;
+  meta?: Record<string, unknown>;
+  callbacks?: unknown;
+}
+
+/**
+ * The task message for `fields` sent with `options`: the one place task options become wire
+ * fields, for the client, canvas and the HPC callback alike (docs/protocol.md §4).
+ */
+export function taskMessage(fields: TaskMessageFields, options: TaskOptions = {}): TaskMessage {
+  const { id, task, args, queue, sentAt } = fields;
+  const m: TaskMessage = { v: PROTOCOL_VERSION, id, task, args, queue, sentAt };
+  if (fields.replyTo !== undefined) m.replyTo = fields.replyTo;
+  if (options.priority) m.priority = options.priority;
+  if (fields.eta !== undefined) m.eta = fields.eta;
+  if (options.expires !== undefined) m.expires = sentAt + options.expires * 1000;
+  if (options.retries !== undefined) m.maxRetries = options.retries;
+  if (options.retryDelay !== undefined) m.retryDelay = options.retryDelay;
+  if (options.retryDelayMax !== undefined) m.retryDelayMax = options.retryDelayMax;
+  if (options.autoretryFor !== undefined) m.autoretryFor = [...options.autoretryFor];
+  if (options.softTimeLimit !== undefined) m.softTimeLimit = options.softTimeLimit;
+  if (options.timeLimit !== undefined) m.timeLimit = options.timeLimit;
+  if (fields.meta !== undefined) m.meta = fields.meta;
+  if (fields.callbacks !== undefined) m.callbacks = fields.callbacks;
+  return m;
 }
 
 /** Outcome of a validation, issues flattened to plain data so they can travel. */

@@ -3,7 +3,7 @@
  * results stored before the message is acked (late ack), events, progress, dead letters and a
  * graceful shutdown. A bad message never crashes the worker: it is recorded and dead-lettered.
  */
-import { headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection } from "@nats-io/nats-core";
+import { headers as natsHeaders, type Msg, type MsgHdrs } from "@nats-io/nats-core";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import {
   AckedPublisher,

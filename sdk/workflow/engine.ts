@@ -472,7 +472,7 @@ export async function jobs(client: Client, runId: string): Promise<JobRecord[]> 
 
 /** The ids of the runs in the namespace. */
 export async function runs(client: Client): Promise<string[]> {
-  const kv = await workflowKv(client);
+  // Opened for its side effect: the bucket exists before its keys are listed.
   await workflowKv(client);
   return (await listKeys(client, "run.*")).map((k) => k.slice(4));
 }
