@@ -46,23 +46,18 @@ function kvStream(bucket: string, maxAgeSeconds: number, common: { storage: "fil
 /** The stream configurations of a namespace, as data (docs/protocol.md mirrors them). */
 export function streamConfigs(n: Names, o: TopologyOptions): Partial<StreamConfig>[] {
   const common = { storage: o.storage, num_replicas: o.replicas } as const;
+  // Tasks, and tasks waiting for their ETA: removed once acked, deduplicated on Nats-Msg-Id.
+  const workQueue = (name: string, wildcard: string): Partial<StreamConfig> => ({
+    name,
+    subjects: [wildcard],
+    retention: "workqueue" as never,
+    discard: "old" as never,
+    duplicate_window: (o.duplicateWindow ?? 120) * NS_PER_S,
+    ...common,
+  });
   return [
-    {
-      name: n.tasksStream,
-      subjects: [n.tasksWildcard],
-      retention: "workqueue",
-      discard: "old",
-      duplicate_window: (o.duplicateWindow ?? 120) * NS_PER_S,
-      ...common,
-    },
-    {
-      name: n.scheduledStream,
-      subjects: [n.scheduledWildcard],
-      retention: "workqueue",
-      discard: "old",
-      duplicate_window: (o.duplicateWindow ?? 120) * NS_PER_S,
-      ...common,
-    },
+    workQueue(n.tasksStream, n.tasksWildcard),
+    workQueue(n.scheduledStream, n.scheduledWildcard),
     {
       name: n.eventsStream,
       subjects: [n.eventsWildcard],
@@ -80,33 +75,10 @@ export function streamConfigs(n: Names, o: TopologyOptions): Partial<StreamConfi
       discard: "old",
       ...common,
     },
-    {
-      // The results bucket is a KV bucket: a stream named KV_<bucket> on $KV.<bucket>.>, as
-      // @nats-io/kv creates it, so KV tools (`nats kv get`) read our results.
-      name: `KV_${n.resultsBucket}`,
-      subjects: [`$KV.${n.resultsBucket}.>`],
-      retention: "limits",
-      max_msgs_per_subject: 1,
-      max_age: o.resultExpires * NS_PER_S,
-      discard: "new",
-      allow_rollup_hdrs: true,
-      deny_delete: true,
-      allow_direct: true,
-      duplicate_window: Math.min(120, o.resultExpires) * NS_PER_S,
-      ...common,
-    },
-    {
-      name: `KV_${n.revokedBucket}`,
-      subjects: [`$KV.${n.revokedBucket}.>`],
-      retention: "limits",
-      max_msgs_per_subject: 1,
-      max_age: (o.revokeExpires ?? 86_400) * NS_PER_S,
-      discard: "new",
-      allow_rollup_hdrs: true,
-      deny_delete: true,
-      allow_direct: true,
-      ...common,
-    },
+    // Buckets are KV buckets (KV_<bucket> on $KV.<bucket>.>, as @nats-io/kv makes them), so KV
+    // tools (`nats kv get`) read them. A result's dedupe window must not outlive the result.
+    { ...kvStream(n.resultsBucket, o.resultExpires, common), duplicate_window: Math.min(120, o.resultExpires) * NS_PER_S },
+    kvStream(n.revokedBucket, o.revokeExpires ?? 86_400, common),
     kvStream(n.workersBucket, o.workerLease ?? WORKER_LEASE_S, common),
     // Rate windows are short-lived counters: an hour covers every window size we accept (/s, /m, /h).
     kvStream(n.ratesBucket, 3600, common),
