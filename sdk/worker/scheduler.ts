@@ -8,7 +8,8 @@
  * is published to its queue with its dedupe id and acked. Nothing waits in a worker's memory; a
  * task moved twice after a crash is stored once (Nats-Msg-Id).
  */
-import { headers as natsHeaders, type Msg, type MsgHdrs } from "@nats-io/nats-core";
+import type { Msg, MsgHdrs } from "@nats-io/nats-core";
+import { copyHeaders } from "./headers.ts";
 import { ACK, decodeTaskMessage, HEADER, type Names } from "../protocol/mod.ts";
 import type { AckedPublisher } from "../client/mod.ts";
 
@@ -51,7 +52,7 @@ export async function handleScheduled(
     return;
   }
   try {
-    await publisher.publish(d.subject, msg.data, copyHeaders(msg.headers));
+    await publisher.publish(d.subject, msg.data, withDedupeId(msg.headers));
   } catch {
     // Not moved: look again shortly.
     publishAck(msg.reply!, `${ACK.nak} ${JSON.stringify({ delay: 1e9 })}`);
@@ -60,9 +61,9 @@ export async function handleScheduled(
   publishAck(msg.reply!, ACK.ack);
 }
 
-function copyHeaders(src: MsgHdrs | undefined): MsgHdrs {
-  const h = natsHeaders();
-  if (src) for (const [k, values] of src) for (const v of values) h.append(k, v);
+/** The message's headers, with a dedupe id added when a foreign sender gave none. */
+function withDedupeId(src: MsgHdrs | undefined): MsgHdrs {
+  const h = copyHeaders(src);
   if (!h.has(HEADER.msgId)) h.set(HEADER.msgId, `moved.${Date.now()}.${Math.random()}`);
   return h;
 }

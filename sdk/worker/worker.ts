@@ -3,7 +3,7 @@
  * results stored before the message is acked (late ack), events, progress, dead letters and a
  * graceful shutdown. A bad message never crashes the worker: it is recorded and dead-lettered.
  */
-import { headers as natsHeaders, type Msg, type MsgHdrs } from "@nats-io/nats-core";
+import { headers as natsHeaders, type Msg } from "@nats-io/nats-core";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import {
   AckedPublisher,
@@ -49,6 +49,7 @@ import { createPool, retryRequest, SoftTimeLimitExceeded, TimeLimitExceeded, typ
 import { EternalRunner, type EternalContext, type EternalOptions, type EternalState } from "./eternal.ts";
 import type { HandlerRegistry } from "./handlers.ts";
 import { createLogger, type Logger, type LogLevel } from "./logger.ts";
+import { copyHeaders } from "./headers.ts";
 import { QueuePuller } from "./puller.ts";
 import { ensurePriorityConsumers, PriorityPuller, PRIORITY_LEVELS } from "./priority_puller.ts";
 import { Revocations } from "./revocations.ts";
@@ -994,7 +995,6 @@ export class Worker implements AsyncDisposable {
   /** Stores the record, replies to the caller, then acks. The ack never precedes the stored result. */
   async #storeAndAck(flight: InFlight, record: ResultRecord): Promise<void> {
     const client = this.#client!;
-    flight.finalizing = true;
     const body = encode({ kind: "result", ...record });
     if (body.length > this.#maxPayload() - 1024 && record.state === STATE.success) {
       // Running it again would give the same too-large result: fail it for good, with the reason.
@@ -1009,7 +1009,7 @@ export class Worker implements AsyncDisposable {
     // the ack last. The reply may thus beat the store; a caller that reads the bucket right after
     // a reply may still see the older state for a moment.
     this.#reply(flight.task.replyTo, body);
-    if (flight.stateWrite) await flight.stateWrite.catch(() => {});
+    await this.#finalize(flight);
     try {
       await this.#publisher.publish(client.names.resultSubject(record.id), body);
       // Follow-up work is sent before the ack, so it is never lost with a crash in between.
@@ -1028,6 +1028,15 @@ export class Worker implements AsyncDisposable {
         ? { type: EVENT.revoked, id: record.id, task: record.task, queue: flight.queue, at: now, worker: this.identity.id, reason: record.error?.message ?? "revoked" }
         : { type: EVENT.failed, id: record.id, task: record.task, queue: flight.queue, at: now, worker: this.identity.id, error: record.error! });
     this.#finishFlight(flight, ACK.ack);
+  }
+
+  /**
+   * Before any final (or RETRY) record: no more RECEIVED/STARTED writes for this task, and the
+   * pending one has landed, so it can never arrive on top of the final record.
+   */
+  async #finalize(flight: InFlight): Promise<void> {
+    flight.finalizing = true;
+    await flight.stateWrite?.catch(() => {});
   }
 
   /** Best-effort core publish to a caller's reply subject: a bad subject must not hurt the worker. */
@@ -1084,8 +1093,7 @@ export class Worker implements AsyncDisposable {
     // Celery's RETRY state: visible to status() until the retry runs and overwrites it.
     const retryRecord = this.#record(flight, STATE.retry, { error });
     delete retryRecord.finishedAt;
-    flight.finalizing = true;
-    await flight.stateWrite?.catch(() => {});
+    await this.#finalize(flight);
     await this.#publisher.publish(client.names.resultSubject(task.id), encode(retryRecord)).catch(() => {});
     this.#events?.push({ type: EVENT.retried, id: task.id, task: task.task, queue: flight.queue, at: Date.now(), worker: this.identity.id, retries, error, eta: next.eta! });
     this.#finishFlight(flight, ACK.ack);
@@ -1128,9 +1136,7 @@ export class Worker implements AsyncDisposable {
     // Dedupe the dead letter on the original sequence so a retried copy is not stored twice.
     h.set(HEADER.msgId, `dlq.${delivery?.streamSequence ?? Date.now()}.${flight.task.id || "x"}`);
     this.#inFlight.add(flight);
-    // No more RECEIVED/STARTED writes: they must not land on top of the FAILURE record.
-    flight.finalizing = true;
-    await flight.stateWrite?.catch(() => {});
+    await this.#finalize(flight);
     const subject = client.names.dlqSubject(flight.queue);
     let body = msg.data;
     const room = this.#maxPayload() - subject.length - (h as unknown as { encode(): Uint8Array }).encode().length - 512;
@@ -1267,12 +1273,6 @@ export class WorkerShutdownError extends Error {
   constructor() {
     super("the worker is shutting down; the task will be redelivered");
   }
-}
-
-function copyHeaders(src: MsgHdrs | undefined): MsgHdrs {
-  const h = natsHeaders();
-  if (src) for (const [k, values] of src) for (const v of values) h.append(k, v);
-  return h;
 }
 
 function oneLine(s: string): string {
