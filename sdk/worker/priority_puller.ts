@@ -171,6 +171,23 @@ export class PriorityPuller {
     this.#recheck.clear();
   }
 
+  /**
+   * Stops asking for messages for a while (a paused queue). Requests are no_wait, so at most the
+   * one open now still delivers; `resume()` asks again.
+   */
+  pause(): void {
+    this.stop();
+  }
+
+  /** Asks again after `pause()`, scanning every level from the top. */
+  resume(): void {
+    if (!this.#stopped || this.#closed || !this.#started) return;
+    this.#stopped = false;
+    this.#maybe.fill(true);
+    this.#ticker = setInterval(() => this.#tick(), this.#o.fallbackMs);
+    this.#next();
+  }
+
   /** Unsubscribes the doorbells and inboxes. Call after stop() once nothing more is expected. */
   close(): void {
     this.stop();

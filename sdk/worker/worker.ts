@@ -565,18 +565,14 @@ export class Worker implements AsyncDisposable {
         const puller = this.#pullers.get(queue);
         if (!puller) return `not consuming ${queue}`;
         this.#paused.add(queue);
-        // A FIFO puller pauses in place; a priority puller is closed and made anew on resume.
-        if (puller instanceof QueuePuller) puller.pause();
-        else puller.close();
+        puller.pause();
         this.#returnWaiting(queue);
         return `paused ${queue}`;
       }
       case "resume_queue": {
         const queue = queueArg();
         if (!this.#paused.delete(queue)) return `${queue} was not paused`;
-        const puller = this.#pullers.get(queue);
-        if (puller instanceof QueuePuller) puller.resume();
-        else if (puller) await this.#consume(await this.#client!.jsm(), queue);
+        this.#pullers.get(queue)?.resume();
         return `resumed ${queue}`;
       }
       default:
