@@ -183,7 +183,7 @@ const ESM_REQUIRE_BANNER = "import{createRequire as __cr}from'module';const requ
  * nothing and msgpackr uses its JavaScript decoder. `noYaml` (diagnostic, shipped alone) replaces
  * the yaml package by a stub, to measure what loading it costs a one-shot process. `raw` is
  * scripts/bench/oneshot-raw.mjs (the same job on nats.js alone) bundled the same way: the floor.
- * `callback` is the real HPC callback (`respond.mjs`, built by scripts/bundle-callback.mjs, which
+ * `callback` is the real HPC callback (`respond.cjs`, built by scripts/bundle-callback.mjs, which
  * leaves out yaml, tweetnacl and the native addon); its `send` command is the same one-off job.
  */
 export function oneshotBundlePaths(): { inProject: string; shipped: string; noYaml: string; raw: string; callback: string } {
@@ -193,7 +193,7 @@ export function oneshotBundlePaths(): { inProject: string; shipped: string; noYa
     shipped: join(away, "oneshot.bundle.mjs"),
     noYaml: join(away, "oneshot.no-yaml.mjs"),
     raw: join(away, "oneshot-raw.bundle.mjs"),
-    callback: join(away, "respond.mjs"),
+    callback: join(away, "respond.cjs"),
   };
 }
 

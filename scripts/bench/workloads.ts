@@ -239,7 +239,7 @@ export const COLDSTART_VARIANTS = {
   "bundled-native": { label: "bundled oneshot.mjs, run inside the project (msgpackr native addon found)" },
   dist: { label: "node oneshot.mjs importing dist/client.js (unbundled)" },
   "dist-no-native": { label: "node oneshot.mjs importing dist/client.js, MSGPACKR_NATIVE_ACCELERATION_DISABLED=true" },
-  callback: { label: "HPC callback: node respond.mjs send bench.noop (scripts/bundle-callback.mjs, shipped alone)" },
+  callback: { label: "HPC callback: node respond.cjs send bench.noop (scripts/bundle-callback.mjs, shipped alone)" },
   "bundled-no-yaml": { label: "diagnostic: bundled oneshot.mjs with the yaml package left out (shipped alone)" },
   "raw-bundled": { label: "diagnostic: the same job on nats.js alone (oneshot-raw.mjs), bundled, shipped alone" },
 } as const;

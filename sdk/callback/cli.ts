@@ -1,5 +1,5 @@
 /**
- * The command line of the one-file callback (`node respond.mjs success --id … --result-file …`).
+ * The command line of the one-file callback (`node respond.cjs success --id … --result-file …`).
  * Runtime-neutral: the bundle's entry hands in stdout, stderr and stdin; `main` returns the exit code.
  */
 import { InvalidArgumentsError, ProtocolError } from "../protocol/mod.ts";
@@ -40,7 +40,7 @@ export class CallbackUsageError extends ReportError {
 }
 
 /** The usage text. */
-export function callbackUsage(program = "respond.mjs"): string {
+export function callbackUsage(program = "respond.cjs"): string {
   return `Usage:
   node ${program} success  --id <taskId> (--result-file <out.json> | --result-stdin | --result '<json>')
   node ${program} failure  --id <taskId> --error "<message>" [--type <ErrorType>]
@@ -214,7 +214,7 @@ function isUsage(err: unknown): boolean {
  * Never rejects; every failure is one line on `io.err`.
  */
 export async function main(argv: readonly string[], io: CallbackIo, options: CallbackMainOptions = {}): Promise<number> {
-  const program = options.program ?? "respond.mjs";
+  const program = options.program ?? "respond.cjs";
   try {
     const parsed = parseCallbackArgs(argv);
     if (parsed.flags.has("help")) {

@@ -2,12 +2,12 @@
  * The HPC callback: the smallest way to tell Celerity how a batch job ended. A job script reports
  * SUCCESS (with a JSON result), FAILURE or progress under a task id, or sends the next task, and
  * exits once the server has acknowledged it. `scripts/bundle-callback.mjs` turns it into one file,
- * `respond.mjs`, that runs with plain `node` and no node_modules (docs/hpc-callback.md).
+ * `respond.cjs`, that runs with plain `node` and no node_modules (docs/hpc-callback.md).
  *
  * @example
  * ```ts
  * import { report } from "celerity/callback";
- * // What `node respond.mjs success --id "$CELERITY_TASK_ID" --result-file out.json` does:
+ * // What `node respond.cjs success --id "$CELERITY_TASK_ID" --result-file out.json` does:
  * await report({ kind: "success", id: "job-42", result: { rows: 1200 } }, { deadlineMs: 120_000 });
  * await report({ kind: "send", task: "images.index", args: { batch: 42 } });
  * ```

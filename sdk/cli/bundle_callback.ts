@@ -1,4 +1,4 @@
-/** `celerity bundle-callback`: build the one-file HPC callback (respond.mjs), optionally with your signatures. */
+/** `celerity bundle-callback`: build the one-file HPC callback (respond.cjs), optionally with your signatures. */
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { noPositionals, parseCommand } from "./args.ts";
@@ -15,8 +15,8 @@ function bundlerPath(): string {
 
 export const bundleCallbackCommand: Command = {
   name: "bundle-callback",
-  summary: "build respond.mjs, the one-file HPC callback that runs without node_modules",
-  usage: `Usage: celerity bundle-callback [--signatures ./contracts.ts] [-o respond.mjs] [--no-minify]
+  summary: "build respond.cjs, the one-file HPC callback that runs without node_modules",
+  usage: `Usage: celerity bundle-callback [--signatures ./contracts.ts] [-o respond.cjs] [--no-minify]
 
 Bundles the callback (protocol + transport + your signatures, nothing else) into one file that
 runs with plain node and no node_modules: what an HPC job script calls at its end to report
@@ -25,7 +25,7 @@ With --signatures, arguments of "send" are checked against your schemas before a
 
 Options:
   --signatures <module>  your signatures module (its exported signatures are bundled in)
-  -o, --outfile <file>   where to write (default respond.mjs)
+  -o, --outfile <file>   where to write (default respond.cjs)
   --no-minify            keep it readable
 
 Exit codes:
@@ -45,7 +45,7 @@ Exit codes:
     };
     const r = await bundler.bundleCallback({
       ...(values.signatures ? { signatures: values.signatures } : {}),
-      outfile: values.outfile ?? "respond.mjs",
+      outfile: values.outfile ?? "respond.cjs",
       minify: !values["no-minify"],
     });
     const kb = (r.bytes / 1024).toFixed(1);

@@ -52,11 +52,11 @@ before(async () => {
   let printed: string;
   [server, plain, printed] = await Promise.all([
     NatsServer.start(),
-    bundler.bundleCallback({ outfile: join(dir, "respond.mjs") }),
-    bundleWithCli(["--signatures", "examples/tasks/signatures.ts", "-o", join(dir, "respond-typed.mjs")]),
+    bundler.bundleCallback({ outfile: join(dir, "respond.cjs") }),
+    bundleWithCli(["--signatures", "examples/tasks/signatures.ts", "-o", join(dir, "respond-typed.cjs")]),
   ]);
-  assert.match(printed, /^wrote .*respond-typed\.mjs \(\d+\.\d KB\); run it with: node /);
-  typedBytes = (await stat(join(dir, "respond-typed.mjs"))).size;
+  assert.match(printed, /^wrote .*respond-typed\.cjs \(\d+\.\d KB\); run it with: node /);
+  typedBytes = (await stat(join(dir, "respond-typed.cjs"))).size;
 });
 after(async () => {
   await server?.stop();
@@ -70,12 +70,24 @@ interface Run {
   ms: number;
 }
 
-/** Runs `node <script> <args>` in the empty directory with a clean environment. */
-function run(script: string, args: string[], options: { env?: Record<string, string>; stdin?: string; timeoutMs?: number } = {}): Promise<Run> {
+/** The command that runs a script under each runtime (Deno and Bun come from the devDependencies). */
+const RUNTIMES = {
+  node: [process.execPath],
+  deno: [join(root, "node_modules/.bin/deno"), "run", "-A"],
+  bun: [join(root, "node_modules/.bin/bun")],
+} as const;
+
+/** Runs `node <script> <args>` (or deno, bun) in the empty directory with a clean environment. */
+function run(
+  script: string,
+  args: string[],
+  options: { env?: Record<string, string>; stdin?: string; timeoutMs?: number; runtime?: keyof typeof RUNTIMES } = {},
+): Promise<Run> {
   const started = Date.now();
   // Only what a batch job would have: PATH, HOME, and what the test sets. No CELERITY_* leaks in.
-  const env = { PATH: process.env.PATH ?? "", HOME: dir, ...options.env };
-  const child = spawn(process.execPath, [script, ...args], { cwd: dir, env, stdio: ["pipe", "pipe", "pipe"] });
+  const env = { PATH: process.env.PATH ?? "", HOME: dir, DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1", ...options.env };
+  const [command, ...pre] = RUNTIMES[options.runtime ?? "node"];
+  const child = spawn(command, [...pre, script, ...args], { cwd: dir, env, stdio: ["pipe", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
   child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
@@ -112,7 +124,7 @@ describe("callback", () => {
     assert.ok(plain.inputs.some((p) => p.includes("sdk/callback/")), "sanity: the bundle has the callback");
     const forbidden = plain.inputs.filter((p) => /sdk\/(worker|cli|testing)\/|node_modules\/(yaml|tweetnacl|msgpackr-extract|@nats-io\/(jetstream|kv|obj))\//.test(p));
     assert.deepEqual(forbidden, []);
-    console.log(`respond.mjs ${(plain.bytes / 1024).toFixed(1)} KB; with examples/tasks/signatures.ts ${(typedBytes / 1024).toFixed(1)} KB`);
+    console.log(`respond.cjs ${(plain.bytes / 1024).toFixed(1)} KB; with examples/tasks/signatures.ts ${(typedBytes / 1024).toFixed(1)} KB`);
   });
 
   test("callback - success from a result file resolves a waiting client's result()", async () => {
@@ -120,7 +132,7 @@ describe("callback", () => {
     await using _ = c;
     const waiting = c.task("job-file").result({ timeout: 15_000 });
     await writeFile(join(dir, "out.json"), JSON.stringify({ rows: 1200, files: ["a.h5", "b.h5"] }));
-    const r = await run("respond.mjs", ["success", "--id", "job-file", "--result-file", "out.json", "--task", "hpc.simulate", ...on(ns)]);
+    const r = await run("respond.cjs", ["success", "--id", "job-file", "--result-file", "out.json", "--task", "hpc.simulate", ...on(ns)]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stderr, "");
     assert.deepEqual(await waiting, { rows: 1200, files: ["a.h5", "b.h5"] });
@@ -129,10 +141,40 @@ describe("callback", () => {
     assert.equal(status.record?.task, "hpc.simulate");
   });
 
+  for (const runtime of ["deno", "bun"] as const) {
+    test(`callback - the same file runs unmodified under ${runtime}: success, send, and a refused report`, async () => {
+      const { ns, c } = await ready();
+      await using _ = c;
+      const id = `job-${runtime}`;
+      const ok = await run("respond.cjs", ["success", "--id", id, "--result", '{"runtime": 1}', "--task", "hpc.simulate", ...on(ns)], { runtime, timeoutMs: 60_000 });
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.deepEqual(await c.task(id).result({ timeout: 15_000 }), { runtime: 1 });
+      assert.equal((await c.status(id)).record?.task, "hpc.simulate");
+
+      const sent = await run("respond-typed.cjs", ["send", "images.thumbnail", "--args", '{"imageId": "rt", "width": 64}', "--id", `next-${runtime}`, ...on(ns)], { runtime, timeoutMs: 60_000 });
+      assert.equal(sent.code, 0, sent.stderr);
+      assert.equal(sent.stdout.trim(), `next-${runtime}`);
+      assert.equal((await c.status(`next-${runtime}`)).state, "PENDING");
+
+      const bad = await run("respond-typed.cjs", ["send", "images.thumbnail", "--args", '{"imageId": "rt", "width": 8}', ...on(ns)], { runtime, timeoutMs: 60_000 });
+      assert.equal(bad.code, 2, bad.stderr);
+      assert.match(bad.stderr, /^respond-typed\.cjs: invalid arguments for task "images\.thumbnail": width: .+\n$/);
+    });
+  }
+
+  test("callback - an outfile named *.mjs is an ES module that works the same", async () => {
+    const { ns, c } = await ready();
+    await using _ = c;
+    await bundler.bundleCallback({ outfile: join(dir, "respond-esm.mjs") });
+    const r = await run("respond-esm.mjs", ["success", "--id", "job-esm", "--result", "7", ...on(ns)]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await c.task("job-esm").result({ timeout: 15_000 }), 7);
+  });
+
   test("callback - success from stdin, with servers, namespace and task id from the environment", async () => {
     const { ns, c } = await ready();
     await using _ = c;
-    const r = await run("respond.mjs", ["success", "--result-stdin"], {
+    const r = await run("respond.cjs", ["success", "--result-stdin"], {
       stdin: '{"energy": -1.5}\n',
       env: { CELERITY_SERVERS: server.url, CELERITY_NAMESPACE: ns, CELERITY_TASK_ID: "job-env" },
     });
@@ -145,12 +187,12 @@ describe("callback", () => {
     await using _ = c;
     const settings = join(dir, `settings-${ns}.yaml`);
     await writeFile(settings, `# written by the job's environment module\nservers:\n  - ${server.url}   # primary\nnamespace: ${ns}\nreconnect:\n  waitMs: 250\nevents: true\n`);
-    const r = await run("respond.mjs", ["success", "--id", "job-yaml", "--result", "[1, 2]"], { env: { CELERITY_SETTINGS: settings } });
+    const r = await run("respond.cjs", ["success", "--id", "job-yaml", "--result", "[1, 2]"], { env: { CELERITY_SETTINGS: settings } });
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(await c.task("job-yaml").result({ timeout: 10_000 }), [1, 2]);
     // YAML beyond what settings files use is refused with a way out, not misread.
     await writeFile(settings, `servers: &primary\n  - ${server.url}\n`);
-    const refused = await run("respond.mjs", ["success", "--id", "job-yaml2", "--result", "1"], { env: { CELERITY_SETTINGS: settings } });
+    const refused = await run("respond.cjs", ["success", "--id", "job-yaml2", "--result", "1"], { env: { CELERITY_SETTINGS: settings } });
     assert.equal(refused.code, 2, refused.stderr);
     assert.match(refused.stderr, /unsupported YAML syntax "&primary".*use a JSON settings file or CELERITY_\* variables/);
     assert.equal(refused.stderr.trimEnd().split("\n").length, 1);
@@ -161,7 +203,7 @@ describe("callback", () => {
     await using _ = c;
     const waiting = c.task("job-fail").result({ timeout: 15_000 });
     waiting.catch(() => {}); // asserted below, after the run
-    const r = await run("respond.mjs", ["failure", "--id", "job-fail", "--error", "disk quota exceeded on /scratch", "--type", "QuotaError", ...on(ns)]);
+    const r = await run("respond.cjs", ["failure", "--id", "job-fail", "--error", "disk quota exceeded on /scratch", "--type", "QuotaError", ...on(ns)]);
     assert.equal(r.code, 0, r.stderr);
     await assert.rejects(waiting, (err: unknown) => {
       assert.ok(err instanceof RemoteTaskError);
@@ -179,7 +221,7 @@ describe("callback", () => {
     const off = c.task("job-progress").onProgress((p) => seen.push(p));
     // The subscription must be in place on the server before the report is sent.
     await c.nc.flush();
-    const r = await run("respond.mjs", ["progress", "--id", "job-progress", "--value", '{"step": 3, "of": 10}', ...on(ns)]);
+    const r = await run("respond.cjs", ["progress", "--id", "job-progress", "--value", '{"step": 3, "of": 10}', ...on(ns)]);
     assert.equal(r.code, 0, r.stderr);
     await eventually(() => seen.length > 0, 5_000, "the progress report");
     assert.deepEqual(seen, [{ step: 3, of: 10 }]);
@@ -192,14 +234,14 @@ describe("callback", () => {
     await using w = worker(server, ns, { queues: ["default", "images"] });
     register(w);
     await w.start();
-    const r = await run("respond.mjs", ["send", "math.add", "--args", '{"a": 2, "b": 40}', ...on(ns)]);
+    const r = await run("respond.cjs", ["send", "math.add", "--args", '{"a": 2, "b": 40}', ...on(ns)]);
     assert.equal(r.code, 0, r.stderr);
     const id = r.stdout.trim();
     assert.match(id, /^[0-9a-f-]{36}$/);
     assert.equal(await c.task(id).result({ timeout: 15_000 }), 42);
 
     // Built with the signatures: the queue comes from the signature, and the id can be chosen.
-    const t = await run("respond-typed.mjs", ["send", "images.thumbnail", "--args", '{"imageId": "scan-7", "width": 64}', "--id", "next-step-7", ...on(ns)]);
+    const t = await run("respond-typed.cjs", ["send", "images.thumbnail", "--args", '{"imageId": "scan-7", "width": 64}', "--id", "next-step-7", ...on(ns)]);
     assert.equal(t.code, 0, t.stderr);
     assert.equal(t.stdout.trim(), "next-step-7");
     assert.deepEqual(await c.task("next-step-7").result({ timeout: 15_000 }), { imageId: "scan-7", width: 64, bytes: 492 });
@@ -208,10 +250,10 @@ describe("callback", () => {
   test("callback - a bundle built with signatures refuses unknown names and invalid arguments (exit 2)", async () => {
     const { ns, c } = await ready();
     await using _ = c;
-    const bad = await run("respond-typed.mjs", ["send", "images.thumbnail", "--args", '{"imageId": "x", "width": 8}', ...on(ns)]);
+    const bad = await run("respond-typed.cjs", ["send", "images.thumbnail", "--args", '{"imageId": "x", "width": 8}', ...on(ns)]);
     assert.equal(bad.code, 2);
-    assert.match(bad.stderr, /^respond-typed\.mjs: invalid arguments for task "images\.thumbnail": width: .+\n$/);
-    const unknown = await run("respond-typed.mjs", ["send", "images.thumbnale", ...on(ns)]);
+    assert.match(bad.stderr, /^respond-typed\.cjs: invalid arguments for task "images\.thumbnail": width: .+\n$/);
+    const unknown = await run("respond-typed.cjs", ["send", "images.thumbnale", ...on(ns)]);
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr, /unknown task "images\.thumbnale": this callback was built with the signatures images\.thumbnail, math\.add/);
     assert.equal((await (await c.jsm()).streams.info(c.names.tasksStream)).state.messages, 0, "nothing was sent");
@@ -228,7 +270,7 @@ describe("callback", () => {
       [["success", "--id", "x", "--result", "1", "--deadline", "soon"], /--deadline must be a duration/],
     ];
     for (const [args, pattern] of cases) {
-      const r = await run("respond.mjs", [...args, "--servers", server.url]);
+      const r = await run("respond.cjs", [...args, "--servers", server.url]);
       assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
       assert.match(r.stderr, pattern);
       assert.equal(r.stderr.trimEnd().split("\n").length, 1, `one line: ${r.stderr}`);
@@ -237,9 +279,9 @@ describe("callback", () => {
 
   test("callback - an unreachable server exits 1 with one line once the deadline passes", async () => {
     const port = await freePort();
-    const r = await run("respond.mjs", ["success", "--id", "job-lost", "--result", "1", "--servers", `nats://127.0.0.1:${port}`, "--deadline", "2s"]);
+    const r = await run("respond.cjs", ["success", "--id", "job-lost", "--result", "1", "--servers", `nats://127.0.0.1:${port}`, "--deadline", "2s"]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, new RegExp(`^respond\\.mjs: could not connect to nats://127\\.0\\.0\\.1:${port} within 2000 ms \\(\\d+ attempts\\): .+\\n$`));
+    assert.match(r.stderr, new RegExp(`^respond\\.cjs: could not connect to nats://127\\.0\\.0\\.1:${port} within 2000 ms \\(\\d+ attempts\\): .+\\n$`));
     // Generous slack for a slow machine: the point is that it gives up, not how fast.
     assert.ok(r.ms < 10_000, `gave up after ${r.ms} ms`);
   });
@@ -251,11 +293,11 @@ describe("callback", () => {
     const ns = freshNamespace("cbauth");
     await using c = await client(secured, ns, { nkeySeed: seed });
     await c.ensureTopology();
-    const denied = await run("respond.mjs", ["success", "--id", "job-auth", "--result", "1", "--servers", secured.url, "--namespace", ns, "--deadline", "10s"]);
+    const denied = await run("respond.cjs", ["success", "--id", "job-auth", "--result", "1", "--servers", secured.url, "--namespace", ns, "--deadline", "10s"]);
     assert.equal(denied.code, 1, "no credentials: refused");
     assert.match(denied.stderr, /refused the connection|authori[sz]ation/i);
     assert.ok(denied.ms < 8_000, `an auth failure is not retried until the deadline (${denied.ms} ms)`);
-    const r = await run("respond.mjs", ["success", "--id", "job-auth", "--result", '"signed"', "--servers", secured.url, "--namespace", ns], {
+    const r = await run("respond.cjs", ["success", "--id", "job-auth", "--result", '"signed"', "--servers", secured.url, "--namespace", ns], {
       env: { CELERITY_NKEY_SEED: seed },
     });
     assert.equal(r.code, 0, r.stderr);
