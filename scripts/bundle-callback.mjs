@@ -3,17 +3,16 @@
 // with every dependency inlined into one minified ESM file that runs with plain `node` and no
 // node_modules. Usage:
 //   node scripts/bundle-callback.mjs [--signatures ./contracts.ts] [-o respond.cjs]
-// Three substitutions keep it small and free of native code (docs/hpc-callback.md):
+// Four substitutions keep it small and free of native code (docs/hpc-callback.md):
 //   - msgpackr-extract (a native addon msgpackr loads when present) stays out: msgpackr's pure JS is used.
 //   - tweetnacl (33 KB; nkeys signs the server's nonce with it for creds/nkey auth) is replaced by
 //     Ed25519 from node:crypto, which gives the same signatures.
 //   - yaml (115 KB; settings files) is replaced by a reader of the block-YAML subset settings files
 //     use (maps, lists, scalars, comments); anything else is refused with a message. JSON is unaffected.
-// Cold start is the callback's other budget (issue 7: time above `node -e 0` to an acknowledged
-// publish). Loading node's own modules is a large part of it, so the ones a plain connection never
-// touches are loaded on first use instead of at start-up: node:tls and node:dns (required at the top
-// of @nats-io/transport-node, used only for TLS and host-name resolution) and node:crypto (only
-// nkey/creds signing needs it here).
+//   - nats.js is not in the bundle: the callback speaks the few protocol lines it needs itself
+//     (sdk/callback/direct.ts); the nats.js path of report(), for a caller's own connection, is
+//     replaced by a stub. Start-up time is the callback's other budget (issue 7).
+// node:crypto (nkey/creds signing) and node:tls are loaded on first use, not at start-up.
 import { build } from "esbuild";
 import { chmodSync, statSync } from "node:fs";
 import { isAbsolute, relative, resolve } from "node:path";
@@ -163,23 +162,10 @@ export function parse(text) {
 }
 `;
 
-/**
- * A stand-in for a node built-in module that requires the real one on first property access.
- * `__esModule` is answered without loading (CommonJS interop asks it at require time), and
- * `TLSSocket` is a class nothing is an instance of until node:tls is loaded: the transport asks
- * `socket instanceof TLSSocket` on every connection, and before node:tls is loaded no socket can be one.
- */
-const lazyBuiltin = (name) => `
-let real;
-const load = () => (real ??= require(${JSON.stringify(name)}));
-class NotLoaded {}
-module.exports = new Proxy({}, {
-  get(_, key) {
-    if (key === "__esModule") return undefined;
-    if (key === "TLSSocket" && real === undefined) return NotLoaded;
-    return load()[key];
-  },
-});
+const NO_NATS_JS = `
+export function deliverOverNats() {
+  throw new Error("the one-file callback reports over its own connection: report() takes no nats.js connection here");
+}
 `;
 
 /** esbuild plugin: the substitutions described at the top of this file. */
@@ -191,12 +177,10 @@ const substitutions = {
     b.onResolve({ filter: /^msgpackr-extract$/ }, () => ({ path: "msgpackr-extract", namespace: "celerity-absent" }));
     b.onLoad({ filter: /.*/, namespace: "celerity-absent" }, () => ({ contents: "module.exports = undefined;", loader: "js" }));
     b.onResolve({ filter: /^(tweetnacl|yaml)$/ }, (args) => ({ path: args.path, namespace: "celerity-shim" }));
-    // Only nats.js's own requires are deferred; the stand-in's require of the real module resolves normally.
-    b.onResolve({ filter: /^node:(tls|dns)$/ }, (args) =>
-      args.namespace === "celerity-lazy" || !/[\\/]@nats-io[\\/]/.test(args.importer) ? undefined : { path: args.path, namespace: "celerity-lazy" });
-    b.onLoad({ filter: /.*/, namespace: "celerity-lazy" }, (args) => ({ contents: lazyBuiltin(args.path), loader: "js", resolveDir: root }));
+    // report() loads nats.js only for a caller's own connection, which the command line never has.
+    b.onResolve({ filter: /over_nats\.ts$/ }, () => ({ path: "over_nats", namespace: "celerity-shim" }));
     b.onLoad({ filter: /.*/, namespace: "celerity-shim" }, (args) => ({
-      contents: args.path === "yaml" ? YAML_SHIM : NACL_SHIM,
+      contents: args.path === "yaml" ? YAML_SHIM : args.path === "over_nats" ? NO_NATS_JS : NACL_SHIM,
       loader: "js",
       resolveDir: root,
     }));

@@ -2,13 +2,15 @@
  * Reporting from outside a worker: a batch job stores its task's SUCCESS or FAILURE, publishes
  * progress, or sends the next task. One connection, acknowledged publishes retried until the
  * server confirms them or the deadline passes, then the connection is closed.
+ *
+ * Reports go over the callback's own protocol link (direct.ts: start-up time is this module's
+ * budget); a caller that passes its own nats.js connection is served through nats.js
+ * (over_nats.ts, loaded only then).
  */
-import { headers as natsHeaders, type NatsConnection } from "@nats-io/nats-core";
-import { AckedPublisher } from "../client/mod.ts";
+import type { NatsConnection } from "@nats-io/nats-core";
 import {
   assertTaskId,
   assertTaskName,
-  CelerityError,
   DEFAULT_QUEUE,
   encode,
   EVENT,
@@ -25,7 +27,25 @@ import {
 } from "../protocol/mod.ts";
 import { isSignature, taskMessage, validate, type AnySignature } from "../signatures/mod.ts";
 import { loadSettings, type Settings, type SettingsInput } from "../settings/mod.ts";
-import { environment, hostIdentity, openConnection, readTextFile } from "../transport/mod.ts";
+import { environment, hostIdentity, readTextFile } from "../transport/mod.ts";
+import {
+  ackTimeoutMs,
+  couldNotConnect,
+  DeliveryError,
+  isLoginRefusal,
+  notAcknowledged,
+  oneLine,
+  ReportError,
+  serversOf,
+  sleep,
+  withDeadline,
+  type Delivery,
+  type Prepared,
+  type ReportOutcome,
+} from "./delivery.ts";
+import { DirectLink, type DirectLogin, type DirectTls } from "./direct.ts";
+
+export { DeliveryError, oneLine, ReportError, type ReportOutcome } from "./delivery.ts";
 
 /** What to report. */
 export type Report =
@@ -50,26 +70,6 @@ export interface ReportOptions extends SettingsInput {
   connection?: NatsConnection;
 }
 
-/** What {@link report} did. */
-export interface ReportOutcome {
-  /** The task id reported on, or the id of the task sent. */
-  id: string;
-  /** Connection attempts it took. */
-  attempts: number;
-  /** Milliseconds from start to the server's last acknowledgement. */
-  ms: number;
-}
-
-/** The report could not be delivered before the deadline (unreachable server, no acknowledgement, refused). */
-export class DeliveryError extends CelerityError {
-  override name = "DeliveryError";
-}
-
-/** The report itself is wrong (bad id, unknown task, invalid arguments): retrying cannot help. */
-export class ReportError extends CelerityError {
-  override name = "ReportError";
-}
-
 /** Default of {@link ReportOptions.deadlineMs}: long enough to ride out a server restart. */
 export const DEFAULT_DEADLINE_MS = 120_000;
 
@@ -83,45 +83,110 @@ export const EXTERNAL_TASK = "external";
 export async function report(what: Report, options: ReportOptions = {}): Promise<ReportOutcome> {
   const started = Date.now();
   const { deadlineMs = DEFAULT_DEADLINE_MS, signatures, connection, ...settingsInput } = options;
-  const deadline = started + deadlineMs;
   const settings = loadSettings(settingsInput, { env: environment(), readTextFile });
   const n = names(settings.namespace);
   const prepared = await prepare(what, n, signatures);
+  const d: Delivery = { prepared, settings, started, deadline: started + deadlineMs, deadlineMs };
+  if (settings.events) d.event = { subject: n.eventsSubject("task"), body: encode({ v: PROTOCOL_VERSION, events: [prepared.event] }) };
+  if (connection) return (await import("./over_nats.ts")).deliverOverNats(d, connection);
+  return deliverDirect(d);
+}
 
+/**
+ * Connects (each server in turn), publishes, waits for the acknowledgement; on a lost connection,
+ * a timeout or "no stream" (503) it reconnects and publishes again with backoff until the
+ * deadline. A task is sent with its id as Nats-Msg-Id, so a copy the server already stored is
+ * dropped; a result stored twice is the same value.
+ */
+async function deliverDirect(d: Delivery): Promise<ReportOutcome> {
+  const servers = serversOf(d.settings);
+  const login = directLogin(d.settings);
+  const tls: DirectTls | undefined = d.settings.tls === true ? {} : d.settings.tls;
   let attempts = 0;
-  let nc = connection;
-  if (!nc) {
-    const opened = await connectWithin(settings, deadline, deadlineMs);
-    nc = opened.nc;
-    attempts = opened.attempts;
-  }
-  const publisher = new AckedPublisher(nc, {
-    ackTimeoutMs: Math.min(settings.requestTimeout, 5_000),
-    deadlineMs: Math.max(1, deadline - Date.now()),
-  });
-  try {
-    const required = prepared.publish(nc, publisher);
-    const event = settings.events ? publisher.publish(n.eventsSubject("task"), encode({ v: PROTOCOL_VERSION, events: [prepared.event] })) : undefined;
-    // The event is for monitors: best effort, and never worth more than a moment past the report.
-    event?.catch(() => {});
-    await withDeadline(required, deadline, () => `the server did not acknowledge ${prepared.what} within ${deadlineMs} ms`);
-    if (event) await withDeadline(event, Math.min(Date.now() + 2_000, deadline), () => "event not acknowledged").catch(() => {});
-    return { id: prepared.id, attempts, ms: Date.now() - started };
-  } catch (err) {
-    if (err instanceof DeliveryError) throw err;
-    throw new DeliveryError(`could not deliver ${prepared.what}: ${oneLine((err as Error).message)}`, { cause: err });
-  } finally {
-    publisher.close();
-    if (!connection && !nc.isClosed()) await nc.close().catch(() => {});
+  let connected = false;
+  let last: Error | undefined;
+  let backoff = 250;
+  for (;;) {
+    const left = d.deadline - Date.now();
+    if (left <= 0) throw new DeliveryError(connected ? notAcknowledged(d) : couldNotConnect(servers, d.deadlineMs, attempts, last));
+    attempts++;
+    const url = servers[(attempts - 1) % servers.length]!;
+    let link: DirectLink | undefined;
+    try {
+      link = await DirectLink.open(url, login, Math.max(50, Math.min(d.settings.connectTimeout, left)), tls);
+      connected = true;
+      await deliverOn(link, d);
+      return { id: d.prepared.id, attempts, ms: Date.now() - d.started };
+    } catch (err) {
+      if (err instanceof DeliveryError) throw err;
+      last = err as Error;
+      if (!link && isLoginRefusal(last.message)) {
+        throw new DeliveryError(`${servers.join(",")} refused the connection: ${oneLine(last.message)}`, { cause: err });
+      }
+    } finally {
+      link?.close();
+    }
+    await sleep(Math.min(backoff, Math.max(0, d.deadline - Date.now())));
+    backoff = Math.min(backoff * 2, 5_000);
   }
 }
 
-interface Prepared {
-  id: string;
-  /** For messages: "SUCCESS of task <id>". */
-  what: string;
-  event: TaskEvent;
-  publish(nc: NatsConnection, publisher: AckedPublisher): Promise<unknown>;
+/** One attempt on an open link; throws a plain Error for what another attempt may fix. */
+async function deliverOn(link: DirectLink, d: Delivery): Promise<void> {
+  const { prepared } = d;
+  const timeout = ackTimeoutMs(d.settings);
+  let required: Promise<unknown>;
+  if (prepared.stored) {
+    required = link.request(prepared.subject, prepared.body, prepared.headers, timeout).then((reply) => {
+      if (reply.status === 503) throw new Error(`no stream stores ${prepared.subject} (503)`);
+      let ack: { error?: { code?: number; description?: string } };
+      try {
+        ack = JSON.parse(new TextDecoder().decode(reply.data)) as typeof ack;
+      } catch {
+        throw new Error(`unreadable acknowledgement for ${prepared.subject} (status ${reply.status})`);
+      }
+      if (ack.error) {
+        throw new DeliveryError(`could not deliver ${prepared.what}: server refused the message on ${prepared.subject}: ${ack.error.description ?? "error"} (code ${ack.error.code ?? "?"})`);
+      }
+    });
+  } else {
+    link.publish(prepared.subject, prepared.body);
+    required = link.flush(timeout);
+  }
+  // The event is for monitors: best effort, and never worth more than a moment past the report.
+  const event = d.event ? link.request(d.event.subject, d.event.body, undefined, timeout).catch(() => {}) : undefined;
+  required.catch(() => {});
+  await withDeadline(required, d.deadline, () => notAcknowledged(d));
+  if (event) await withDeadline(event, Math.min(Date.now() + 2_000, d.deadline), () => "event not acknowledged").catch(() => {});
+}
+
+/** The login of the settings, for the direct link. nkeys is loaded only when a key signs. */
+function directLogin(settings: Settings): DirectLogin {
+  const login: DirectLogin = {};
+  if (settings.name) login.name = settings.name;
+  if (settings.user !== undefined) login.user = settings.user;
+  if (settings.pass !== undefined) login.pass = settings.pass;
+  if (settings.token !== undefined) login.token = settings.token;
+  let seed = settings.nkeySeed ?? (settings.nkeyFile ? readTextFile(settings.nkeyFile).trim() : undefined);
+  let jwt: string | undefined;
+  if (settings.credsFile) ({ jwt, seed } = parseCreds(readTextFile(settings.credsFile), settings.credsFile));
+  if (seed) {
+    const secret = seed;
+    login.sign = async (nonce) => {
+      const { encode: base64url, fromSeed } = await import("@nats-io/nkeys");
+      const pair = fromSeed(new TextEncoder().encode(secret));
+      const signed = { nkey: pair.getPublicKey(), sig: nonce ? base64url(pair.sign(new TextEncoder().encode(nonce))) : "" };
+      return jwt ? { ...signed, jwt } : signed;
+    };
+  }
+  return login;
+}
+
+/** The user JWT and nkey seed of a .creds file (the two fenced blocks, as nats.js reads them). */
+function parseCreds(text: string, file: string): { jwt: string; seed: string } {
+  const blocks = [...text.matchAll(/\s*(?:(?:-{3,}[^\n]*-{3,}\n)(.+)(?:\n\s*-{3,}[^\n]*-{3,}\n))/gi)].map((m) => m[1]!.trim());
+  if (blocks.length < 2) throw new ReportError(`unable to parse credentials in ${file}: expected a JWT block and an NKEY SEED block`);
+  return { jwt: blocks[0]!, seed: blocks[1]! };
 }
 
 function identity(): WorkerIdentity {
@@ -160,11 +225,9 @@ async function prepare(what: Report, n: Names, signatures: Iterable<unknown> | u
       id,
       what: `progress of task ${id}`,
       event: { type: EVENT.progress, id, task, at, worker: worker.id, progress: what.progress },
-      // Progress is not stored: the server has it once a PING sent after it is answered.
-      publish: async (nc) => {
-        nc.publish(n.progressSubject(id), body);
-        await nc.flush();
-      },
+      subject: n.progressSubject(id),
+      body,
+      stored: false,
     };
   }
   const record: ResultRecord = { v: PROTOCOL_VERSION, id, task, state: STATE.success, worker, finishedAt: at };
@@ -186,7 +249,9 @@ async function prepare(what: Report, n: Names, signatures: Iterable<unknown> | u
     id,
     what: `${record.state} of task ${id}`,
     event,
-    publish: (_nc, publisher) => publisher.publish(n.resultSubject(id), body),
+    subject: n.resultSubject(id),
+    body,
+    stored: true,
   };
 }
 
@@ -221,61 +286,10 @@ async function prepareSend(
     id,
     what: `task ${name} (${id})`,
     event,
-    publish: (_nc, publisher) => {
-      const h = natsHeaders();
-      // The task id is the dedupe key: a retried publish is stored once.
-      h.set(HEADER.msgId, id);
-      h.set(HEADER.task, name);
-      return publisher.publish(n.subjectFor(message, at), body, h);
-    },
+    subject: n.subjectFor(message, at),
+    body,
+    // The task id is the dedupe key: a retried publish is stored once.
+    headers: { [HEADER.msgId]: id, [HEADER.task]: name },
+    stored: true,
   };
-}
-
-/** Connects, retrying refused or timed-out attempts with backoff until the deadline. */
-async function connectWithin(settings: Settings, deadline: number, deadlineMs: number): Promise<{ nc: NatsConnection; attempts: number }> {
-  const servers = (settings.servers?.length ? settings.servers : ["nats://127.0.0.1:4222"]).join(",");
-  let attempts = 0;
-  let last: Error | undefined;
-  let backoff = 250;
-  const gaveUp = () => `could not connect to ${servers} within ${deadlineMs} ms (${attempts} attempts): ${oneLine(last?.message ?? "no answer")}`;
-  while (true) {
-    const left = deadline - Date.now();
-    if (left <= 0) throw new DeliveryError(gaveUp());
-    attempts++;
-    const opening = openConnection({ ...settings, connectTimeout: Math.max(50, Math.min(settings.connectTimeout, left)) });
-    try {
-      return { nc: await withDeadline(opening, deadline, gaveUp), attempts };
-    } catch (err) {
-      if (err instanceof DeliveryError) {
-        // Too late: a connection that opens after all must not keep the process alive.
-        opening.then((nc) => nc.close(), () => {});
-        throw err;
-      }
-      last = err as Error;
-      // Wrong credentials or permissions will not fix themselves: say so now.
-      if (/authori[sz]ation|authentication|permission|credentials|nkey|jwt/i.test(last.message)) {
-        throw new DeliveryError(`${servers} refused the connection: ${oneLine(last.message)}`, { cause: err });
-      }
-    }
-    await sleep(Math.min(backoff, Math.max(0, deadline - Date.now())));
-    backoff = Math.min(backoff * 2, 5_000);
-  }
-}
-
-/** Races `p` against the deadline; the loser is ignored. */
-function withDeadline<T>(p: Promise<T>, deadline: number, message: () => string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new DeliveryError(message())), Math.max(0, deadline - Date.now()));
-  });
-  return Promise.race([p, expired]).finally(() => clearTimeout(timer));
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-/** Collapses whitespace so a reason fits on one line. */
-export function oneLine(text: string): string {
-  return text.replace(/\s+/g, " ").trim();
 }

@@ -5,14 +5,16 @@
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { nkeys } from "@nats-io/nats-core";
 import { freePort, NatsServer } from "../../sdk/testing/mod.ts";
 import { RemoteTaskError, type Client } from "../../sdk/client/mod.ts";
+import { report } from "../../sdk/callback/mod.ts";
+import { connect as natsConnect } from "@nats-io/transport-node";
 import register from "../../examples/tasks/worker.ts";
 import { client, eventually, freshNamespace, worker } from "./helpers.ts";
 
@@ -117,12 +119,13 @@ async function ready(): Promise<{ ns: string; c: Client }> {
 }
 
 describe("callback", () => {
-  test("callback - the bundle is one file within the size budget and carries no worker code", () => {
+  test("callback - the bundle is one file within the size budget and carries no worker code and no nats.js", () => {
     for (const bytes of [plain.bytes, typedBytes]) {
       assert.ok(bytes <= CALLBACK_BUDGET_BYTES, `the callback is ${bytes} bytes, over the ${CALLBACK_BUDGET_BYTES}-byte budget`);
     }
     assert.ok(plain.inputs.some((p) => p.includes("sdk/callback/")), "sanity: the bundle has the callback");
-    const forbidden = plain.inputs.filter((p) => /sdk\/(worker|cli|testing)\/|node_modules\/(yaml|tweetnacl|msgpackr-extract|@nats-io\/(jetstream|kv|obj))\//.test(p));
+    // nats.js stays out: the callback speaks its few protocol lines itself (sdk/callback/direct.ts), for start-up time.
+    const forbidden = plain.inputs.filter((p) => /sdk\/(worker|cli|testing|client)\/|node_modules\/(yaml|tweetnacl|msgpackr-extract|@nats-io\/(jetstream|kv|obj|nats-core|transport-node))\//.test(p));
     assert.deepEqual(forbidden, []);
     console.log(`respond.cjs ${(plain.bytes / 1024).toFixed(1)} KB; with examples/tasks/signatures.ts ${(typedBytes / 1024).toFixed(1)} KB`);
   });
@@ -284,6 +287,52 @@ describe("callback", () => {
     assert.match(r.stderr, new RegExp(`^respond\\.cjs: could not connect to nats://127\\.0\\.0\\.1:${port} within 2000 ms \\(\\d+ attempts\\): .+\\n$`));
     // Generous slack for a slow machine: the point is that it gives up, not how fast.
     assert.ok(r.ms < 10_000, `gave up after ${r.ms} ms`);
+  });
+
+  test("callback - report() as a library: over its own link, and over a nats.js connection the caller passes", async () => {
+    const { ns, c } = await ready();
+    await using _ = c;
+    const own = await report({ kind: "success", id: "lib-own", result: { via: "direct" } }, { servers: [server.url], namespace: ns, deadlineMs: 15_000 });
+    assert.equal(own.id, "lib-own");
+    assert.equal(own.attempts, 1);
+    assert.deepEqual(await c.task("lib-own").result({ timeout: 10_000 }), { via: "direct" });
+
+    const nc = await natsConnect({ servers: server.url });
+    try {
+      const sent = await report({ kind: "send", task: "math.add", args: { a: 1, b: 2 }, id: "lib-nc" }, { connection: nc, namespace: ns });
+      assert.equal(sent.id, "lib-nc");
+      assert.equal((await c.status("lib-nc")).state, "PENDING");
+      assert.ok(!nc.isClosed(), "the caller's connection is left open");
+    } finally {
+      await nc.close();
+    }
+  });
+
+  test("callback - reports over TLS (upgraded after INFO), trusting the CA from CELERITY_TLS_CA", async () => {
+    // A CA and a server certificate for 127.0.0.1, made with openssl for this test only.
+    const certs = join(dir, "certs");
+    await mkdir(certs, { recursive: true });
+    const at = (name: string) => join(certs, name);
+    const openssl = (...args: string[]) => execFileSync("openssl", args, { stdio: "pipe" });
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", at("ca.key"), "-out", at("ca.pem"), "-days", "1", "-subj", "/CN=celerity test CA");
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", at("server.key"), "-out", at("server.csr"), "-subj", "/CN=127.0.0.1");
+    await writeFile(at("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+    openssl("x509", "-req", "-in", at("server.csr"), "-CA", at("ca.pem"), "-CAkey", at("ca.key"), "-CAcreateserial", "-out", at("server.pem"), "-days", "1", "-extfile", at("san.ext"));
+    await using secured = await NatsServer.start({ extraConfig: `tls { cert_file: "${at("server.pem")}", key_file: "${at("server.key")}" }` });
+    const ns = freshNamespace("cbtls");
+    // The SDK's own client over TLS too (nats.js), to wait for the result.
+    await using c = await client(secured, ns, { tls: { caFile: at("ca.pem") } });
+    await c.ensureTopology();
+
+    const untrusted = await run("respond.cjs", ["success", "--id", "job-tls", "--result", "1", "--servers", secured.url, "--namespace", ns, "--deadline", "2s"]);
+    assert.equal(untrusted.code, 1, "a certificate nobody vouches for is refused");
+    assert.match(untrusted.stderr, /^respond\.cjs: could not connect to .* TLS handshake with 127\.0\.0\.1 failed: .*certificate.*\n$/);
+
+    const r = await run("respond.cjs", ["success", "--id", "job-tls", "--result", '"over TLS"', "--servers", secured.url, "--namespace", ns], {
+      env: { CELERITY_TLS_CA: at("ca.pem") },
+    });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await c.task("job-tls").result({ timeout: 10_000 }), "over TLS");
   });
 
   test("callback - authenticates with an nkey seed from the environment", async () => {
