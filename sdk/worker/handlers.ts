@@ -308,7 +308,8 @@ export class HandlerRegistry {
     for (const r of this.#registrations) {
       worker.implement(r.signature, (a: PacketArgs, ctx: TaskContext) => {
         const packet = a.id === undefined ? { source: a.source, type: a.type } : { source: a.source, type: a.type, id: a.id };
-        return r.fn(a.payload, { ...ctx, packet });
+        // signal and log are getters of the context's prototype: a spread does not copy them.
+        return r.fn(a.payload, { ...ctx, get signal() { return ctx.signal; }, get log() { return ctx.log; }, packet });
       });
     }
   }

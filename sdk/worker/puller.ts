@@ -124,13 +124,16 @@ export class QueuePuller {
 
   #onMsg(msg: Msg): void {
     this.#lastSeen = Date.now();
-    const code = msg.headers?.code ?? 0;
-    if (code === 0 && msg.reply) {
+    // A delivered message carries its ack subject, a status message (100, 404, 408, 409) none:
+    // looking at the reply first spares decoding the headers of every task message.
+    const reply = msg.reply ?? "";
+    if (reply.startsWith("$JS.ACK.") || (reply && (msg.headers?.code ?? 0) === 0)) {
       this.#requested = Math.max(0, this.#requested - 1);
       this.#held++;
       this.#o.onMessage(msg);
       return;
     }
+    const code = msg.headers?.code ?? 0;
     if (code === 100) return; // idle heartbeat
     // 404/408: the pull ended with N messages unfilled. 409: ended for another reason (consumer
     // deleted, leadership change, limits): the count header says what was not delivered.

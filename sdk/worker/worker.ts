@@ -55,7 +55,10 @@ import { ensurePriorityConsumers, PriorityPuller, PRIORITY_LEVELS } from "./prio
 import { Revocations } from "./revocations.ts";
 import { handleScheduled } from "./scheduler.ts";
 
-/** What a handler receives beside its arguments. */
+/**
+ * What a handler receives beside its arguments. `signal` and `log` are made on first use, by
+ * getters: a spread copy (`{ ...ctx }`) does not carry them.
+ */
 export interface TaskContext {
   /** The task id. */
   readonly id: string;
@@ -169,25 +172,50 @@ interface Registration {
   handler: (args: unknown, ctx: TaskContext) => unknown;
 }
 
-interface InFlight {
-  msg: Msg;
-  queue: string;
-  task: TaskMessage;
-  deliveryCount: number;
-  receivedAt: number;
-  startedAt?: number;
-  state: TaskState;
-  writtenState?: TaskState;
-  stateWrite?: Promise<unknown>;
+/**
+ * A message this worker holds, from receipt to settlement. A class, with every field set in the
+ * constructor: one object (and one shape) per task on the hot path.
+ */
+class InFlight {
+  startedAt: number | undefined = undefined;
+  writtenState: TaskState | undefined = undefined;
+  stateWrite: Promise<unknown> | undefined = undefined;
   lastWorkingAt: number;
-  abort: LazyAbort;
-  settled: boolean;
+  settled = false;
   /** Set when the task was revoked while it ran. */
-  revoked?: Revocation;
+  revoked: Revocation | undefined = undefined;
   /** A scheduled-stream message (settled without releasing a queue credit). */
-  fromScheduler?: boolean;
+  fromScheduler = false;
   /** The final record is being stored: no more RECEIVED/STARTED writes. */
-  finalizing?: boolean;
+  finalizing = false;
+  /**
+   * Made only when something reads the signal or aborts it: most tasks never do, and creating an
+   * AbortController per task was ~7 µs of worker CPU (npm run bench, drain).
+   */
+  #controller: AbortController | undefined = undefined;
+
+  constructor(
+    readonly msg: Msg,
+    readonly queue: string,
+    readonly task: TaskMessage,
+    readonly deliveryCount: number,
+    readonly receivedAt: number,
+    public state: TaskState,
+  ) {
+    this.lastWorkingAt = receivedAt;
+  }
+
+  /** The task's signal (created on first read; already aborted if abort() came first). */
+  get signal(): AbortSignal {
+    this.#controller ??= new AbortController();
+    return this.#controller.signal;
+  }
+
+  /** Aborts the task's signal with `reason`. */
+  abort(reason: unknown): void {
+    this.#controller ??= new AbortController();
+    this.#controller.abort(reason);
+  }
 }
 
 /** Thrown by `ctx.retry()`: the worker schedules the retry. */
@@ -205,23 +233,64 @@ export class MaxRetriesExceededError extends Error {
 
 const MS = 1000;
 
+/** What every task context of one worker shares. */
+interface ContextHost {
+  readonly worker: WorkerIdentity;
+  readonly client: Client;
+  readonly log: Logger;
+  progress(flight: InFlight, value: unknown): void;
+}
+
+/** `ctx.retry()` of every context: it needs nothing of the task. */
+function retry(options: { delay?: number; reason?: string } = {}): never {
+  throw new RetryRequested(options.delay, options.reason ?? "requested by the task");
+}
+
 /**
- * An AbortController made only when something reads its signal or aborts it: most tasks never
- * do, and creating one per task was ~7 µs of worker CPU (npm run bench, drain).
+ * A handler's `ctx`. A class, not an object literal with getters: V8 makes one in nanoseconds,
+ * where the literal took ~1.2 µs (its getters are defined per object). `signal` and `log` are
+ * made on first use by getters of the prototype, so a spread copy (`{ ...ctx }`) lacks those two;
+ * every other member is an own property. Its members are declared once, in TaskContext.
  */
-class LazyAbort {
-  #controller: AbortController | undefined;
-  /** The task's signal (created on first read; already aborted if abort() came first). */
-  get signal(): AbortSignal {
-    this.#controller ??= new AbortController();
-    return this.#controller.signal;
+// deno-lint-ignore no-empty-interface
+interface RunContext extends Omit<TaskContext, "signal" | "log"> {}
+class RunContext {
+  readonly #flight: InFlight;
+  readonly #log: Logger;
+  #child: Logger | undefined = undefined;
+
+  constructor(flight: InFlight, host: ContextHost) {
+    const { task } = flight;
+    const retries = task.retries ?? 0;
+    const own: { -readonly [K in keyof RunContext]: RunContext[K] } = this;
+    own.id = task.id;
+    own.name = task.task;
+    own.queue = flight.queue;
+    own.retries = retries;
+    own.attempt = retries + flight.deliveryCount;
+    own.deliveryCount = flight.deliveryCount;
+    own.meta = task.meta ?? {};
+    own.worker = host.worker;
+    own.client = host.client;
+    own.retry = retry;
+    own.progress = (value) => host.progress(flight, value);
+    this.#flight = flight;
+    this.#log = host.log;
   }
-  /** Aborts with `reason`. */
-  abort(reason: unknown): void {
-    this.#controller ??= new AbortController();
-    this.#controller.abort(reason);
+
+  get signal(): AbortSignal {
+    return this.#flight.signal;
+  }
+
+  get log(): Logger {
+    // A child logger per task would be garbage for the many tasks that never log.
+    this.#child ??= this.#log.child({ task: this.name, id: this.id });
+    return this.#child;
   }
 }
+
+/** `+ACK` as bytes, once: a string body is UTF-8 encoded by nats.js on every publish. */
+const ACK_BODY = new TextEncoder().encode(ACK.ack);
 
 /** Returns a message after 5 s: for failures that an immediate redelivery would only repeat. */
 const DELAYED_NAK = `${ACK.nak} ${JSON.stringify({ delay: 5e9 })}`;
@@ -239,6 +308,8 @@ export class Worker implements AsyncDisposable {
   readonly #queueRunning = new Map<string, number>();
   readonly #queueConfig = new Map<string, QueueConfig>();
   #client: Client | undefined;
+  /** What every task context shares (set by start()). */
+  #host: ContextHost | undefined;
   #ownsClient = false;
   #publisher!: AckedPublisher;
   #events: EventBuffer | undefined;
@@ -357,6 +428,7 @@ export class Worker implements AsyncDisposable {
     for (const q of Array.isArray(queueOption) ? queueOption : Object.keys(queueOption ?? {})) assertToken("queue", q);
     this.#client = client ?? (await connect(connectOptions));
     this.#ownsClient = client === undefined;
+    this.#host = { worker: this.identity, client: this.#client, log: this.#log, progress: (flight, value) => this.#progress(flight, value) };
     const s = this.#client.settings;
     this.#concurrency = concurrency ?? s.concurrency;
     this.#ackWaitMs = s.ackWait * MS;
@@ -646,7 +718,7 @@ export class Worker implements AsyncDisposable {
     for (const f of this.#inFlight) {
       if (f.task.id !== r.id || f.settled) continue;
       f.revoked = r;
-      f.abort.abort(new TaskRevokedError(r.id, r.reason));
+      f.abort(new TaskRevokedError(r.id, r.reason));
       this.#log.info(`revoked ${r.id} while it ran${r.terminate ? " (terminate)" : ""}: ${r.reason}`);
       if (r.terminate) this.#terminate?.(f);
     }
@@ -724,8 +796,7 @@ export class Worker implements AsyncDisposable {
       this.#settle(queue, msg, ACK.nak);
       return;
     }
-    const delivery = parseAckSubject(msg.reply);
-    const deliveryCount = delivery?.deliveryCount ?? 1;
+    const deliveryCount = deliveryCountOf(msg.reply ?? "");
     let task: TaskMessage;
     try {
       task = decodeTaskMessage(msg.data);
@@ -761,10 +832,7 @@ export class Worker implements AsyncDisposable {
       void this.#moveToScheduled(queue, msg);
       return;
     }
-    const flight: InFlight = {
-      msg, queue, task, deliveryCount, receivedAt: now, state: STATE.received, lastWorkingAt: now,
-      abort: new LazyAbort(), settled: false,
-    };
+    const flight = new InFlight(msg, queue, task, deliveryCount, now, STATE.received);
     this.#inFlight.add(flight);
     this.#events?.push({ type: EVENT.received, id: task.id, task: task.task, queue, at: now, worker: this.identity.id, retries: task.retries ?? 0 });
     const checked = validate(reg.sig.args, task.args);
@@ -820,7 +888,7 @@ export class Worker implements AsyncDisposable {
       return;
     }
     const { task } = flight;
-    if (this.#rates?.has(task.task)) await this.#rates.acquire(task.task, flight.abort.signal);
+    if (this.#rates?.has(task.task)) await this.#rates.acquire(task.task, flight.signal);
     const revokedMeanwhile = this.#revocations?.get(task.id);
     if (revokedMeanwhile) {
       flight.revoked = revokedMeanwhile;
@@ -835,9 +903,9 @@ export class Worker implements AsyncDisposable {
     const softLimit = task.softTimeLimit ?? reg.sig.options.softTimeLimit ?? this.#client!.settings.softTimeLimit;
     // Pools apply the soft limit inside the executor; inline handlers get it here.
     const softTimer = softLimit !== undefined && !this.#pool
-      ? setTimeout(() => flight.abort.abort(new SoftTimeLimitExceeded(task.id, softLimit)), softLimit * MS)
+      ? setTimeout(() => flight.abort(new SoftTimeLimitExceeded(task.id, softLimit)), softLimit * MS)
       : undefined;
-    const ctx = this.#context(flight);
+    const ctx = new RunContext(flight, this.#host!);
     const hardLimit = task.timeLimit ?? reg.sig.options.timeLimit ?? this.#client!.settings.timeLimit;
     let record: ResultRecord;
     let dead: { reason: DlqReason; detail: string } | undefined;
@@ -850,7 +918,7 @@ export class Worker implements AsyncDisposable {
           deliveryCount: flight.deliveryCount, meta: task.meta ?? {}, worker: this.identity,
           ...(softLimit !== undefined ? { softTimeLimitMs: softLimit * MS } : {}),
           ...(hardLimit !== undefined ? { timeLimitMs: hardLimit * MS } : {}),
-        }, { progress: ctx.progress, log: (level, message, data) => ctx.log[level as "info"]?.(message, data) }, flight.abort.signal);
+        }, { progress: ctx.progress, log: (level, message, data) => ctx.log[level as "info"]?.(message, data) }, flight.signal);
         if (!outcome.ok) {
           const asked = retryRequest(outcome.error);
           throw asked ? new RetryRequested(asked.delaySeconds, asked.reason) : new PooledFailure(outcome.error);
@@ -863,15 +931,18 @@ export class Worker implements AsyncDisposable {
           reg.handler(args, ctx),
           new Promise((_, reject) => {
             hardTimer = setTimeout(() => {
-              flight.abort.abort(new TimeLimitExceeded(task.id, hardLimit));
+              flight.abort(new TimeLimitExceeded(task.id, hardLimit));
               reject(new TimeLimitExceeded(task.id, hardLimit));
             }, hardLimit * MS);
           }),
         ]);
       } else {
-        value = await reg.handler(args, ctx);
+        value = reg.handler(args, ctx);
+        // Awaited only when it is a promise: a synchronous handler costs no turn of the microtask queue.
+        if (isThenable(value)) value = await value;
       }
-      const checked = await validate(reg.sig.result, value);
+      let checked = validate(reg.sig.result, value);
+      if (checked instanceof Promise) checked = await checked;
       if (!checked.ok) throw new InvalidResultError(task.task, checked.issues);
       record = this.#record(flight, STATE.success, { result: value });
       this.stats.succeeded++;
@@ -941,40 +1012,15 @@ export class Worker implements AsyncDisposable {
 
   #onIdle: (() => void) | undefined;
 
-  #context(flight: InFlight): TaskContext {
+  /** Reports a handler's progress: to every watcher of the task, and as an event. */
+  #progress(flight: InFlight, value: unknown): void {
     const { task } = flight;
     const client = this.#client!;
-    let log: Logger | undefined;
-    const workerLog = this.#log;
-    return {
-      id: task.id,
-      name: task.task,
-      queue: flight.queue,
-      attempt: (task.retries ?? 0) + flight.deliveryCount,
-      retries: task.retries ?? 0,
-      deliveryCount: flight.deliveryCount,
-      get signal() {
-        return flight.abort.signal;
-      },
-      // Built on first use: a child logger per task is garbage for the many tasks that never log.
-      get log() {
-        log ??= workerLog.child({ task: task.task, id: task.id });
-        return log;
-      },
-      meta: task.meta ?? {},
-      worker: this.identity,
-      client,
-      retry: (options = {}) => {
-        throw new RetryRequested(options.delay, options.reason ?? "requested by the task");
-      },
-      progress: (value: unknown) => {
-        const at = Date.now();
-        const body = encode({ v: PROTOCOL_VERSION, kind: "progress", id: task.id, progress: value, at });
-        // One subject for every watcher, the sender included (it subscribes when it listens).
-        client.nc.publish(client.names.progressSubject(task.id), body);
-        this.#events?.push({ type: EVENT.progress, id: task.id, task: task.task, queue: flight.queue, at, worker: this.identity.id, progress: value, retries: task.retries ?? 0 });
-      },
-    };
+    const at = Date.now();
+    const body = encode({ v: PROTOCOL_VERSION, kind: "progress", id: task.id, progress: value, at });
+    // One subject for every watcher, the sender included (it subscribes when it listens).
+    client.nc.publish(client.names.progressSubject(task.id), body);
+    this.#events?.push({ type: EVENT.progress, id: task.id, task: task.task, queue: flight.queue, at, worker: this.identity.id, progress: value, retries: task.retries ?? 0 });
   }
 
   #record(flight: InFlight, state: TaskState, extra: { result?: unknown; error?: ErrorShape }): ResultRecord {
@@ -982,8 +1028,11 @@ export class Worker implements AsyncDisposable {
     const record: ResultRecord = {
       v: PROTOCOL_VERSION, id: task.id, task: task.task, state, queue: flight.queue,
       retries: task.retries ?? 0, worker: this.identity, sentAt: task.sentAt, receivedAt: flight.receivedAt,
-      finishedAt: Date.now(), ...extra,
+      finishedAt: Date.now(),
     };
+    // Set one by one, not spread: the spread copied `extra` key by key through a slow path.
+    if ("result" in extra) record.result = extra.result;
+    if ("error" in extra) record.error = extra.error;
     if (flight.startedAt !== undefined) record.startedAt = flight.startedAt;
     return record;
   }
@@ -1005,7 +1054,8 @@ export class Worker implements AsyncDisposable {
     // the ack last. The reply may thus beat the store; a caller that reads the bucket right after
     // a reply may still see the older state for a moment.
     this.#reply(flight.task.replyTo, body);
-    await this.#finalize(flight);
+    const pending = this.#finalize(flight);
+    if (pending) await pending;
     try {
       await this.#publisher.publish(client.names.resultSubject(record.id), body);
       // Follow-up work is sent before the ack, so it is never lost with a crash in between.
@@ -1030,9 +1080,9 @@ export class Worker implements AsyncDisposable {
    * Before any final (or RETRY) record: no more RECEIVED/STARTED writes for this task, and the
    * pending one has landed, so it can never arrive on top of the final record.
    */
-  async #finalize(flight: InFlight): Promise<void> {
+  #finalize(flight: InFlight): Promise<unknown> | undefined {
     flight.finalizing = true;
-    await flight.stateWrite?.catch(() => {});
+    return flight.stateWrite?.catch(() => {});
   }
 
   /** Best-effort core publish to a caller's reply subject: a bad subject must not hurt the worker. */
@@ -1051,14 +1101,14 @@ export class Worker implements AsyncDisposable {
     this.#inFlight.delete(flight);
     if (flight.fromScheduler) {
       // The scheduler's puller is released by its own handler.
-      if (flight.msg.reply && !this.#client!.nc.isClosed()) this.#client!.nc.publish(flight.msg.reply, ack);
+      if (flight.msg.reply && !this.#client!.nc.isClosed()) this.#client!.nc.publish(flight.msg.reply, ack === ACK.ack ? ACK_BODY : ack);
       return;
     }
     this.#settle(flight.queue, flight.msg, ack);
   }
 
   #settle(queue: string, msg: Msg, ack: string): void {
-    if (msg.reply && !this.#client!.nc.isClosed()) this.#client!.nc.publish(msg.reply, ack);
+    if (msg.reply && !this.#client!.nc.isClosed()) this.#client!.nc.publish(msg.reply, ack === ACK.ack ? ACK_BODY : ack);
     this.#pullers.get(queue)?.release();
   }
 
@@ -1096,7 +1146,7 @@ export class Worker implements AsyncDisposable {
   }
 
   async #finishRevoked(queue: string, msg: Msg, task: TaskMessage, reason: string): Promise<void> {
-    const flight: InFlight = { msg, queue, task, deliveryCount: 1, receivedAt: Date.now(), state: STATE.revoked, lastWorkingAt: Date.now(), abort: new LazyAbort(), settled: false };
+    const flight = new InFlight(msg, queue, task, 1, Date.now(), STATE.revoked);
     this.#inFlight.add(flight);
     await this.#storeAndAck(flight, this.#record(flight, STATE.revoked, { error: { type: "TaskRevokedError", message: reason, retryable: false } }));
   }
@@ -1109,10 +1159,10 @@ export class Worker implements AsyncDisposable {
     this.#log.warn(`dead-lettering a message of queue ${queue}: ${reason}: ${detail}`);
     // MsgHdrs.get() answers "" for a missing header: `||`, not `??`.
     const id = task?.id || msg.headers?.get(HEADER.id) || msg.headers?.get(HEADER.msgId) || undefined;
-    const f: InFlight = flight ?? {
-      msg, queue, task: task ?? { v: PROTOCOL_VERSION, id: id ?? "", task: msg.headers?.get(HEADER.task) || "unknown", args: undefined, queue, sentAt: 0 },
-      deliveryCount: 1, receivedAt: Date.now(), state: STATE.failure, lastWorkingAt: Date.now(), abort: new LazyAbort(), settled: false,
-    };
+    const f = flight ?? new InFlight(
+      msg, queue, task ?? { v: PROTOCOL_VERSION, id: id ?? "", task: msg.headers?.get(HEADER.task) || "unknown", args: undefined, queue, sentAt: 0 },
+      1, Date.now(), STATE.failure,
+    );
     if (fromScheduler) f.fromScheduler = true;
     const record = id ? this.#record(f, STATE.failure, { error }) : undefined;
     await this.#deadLetterAfterRun(f, record, reason, detail);
@@ -1253,7 +1303,7 @@ export class Worker implements AsyncDisposable {
   #coldStop(): void {
     for (const f of this.#inFlight) {
       if (f.settled) continue;
-      f.abort.abort(new WorkerShutdownError());
+      f.abort(new WorkerShutdownError());
       this.#finishFlight(f, ACK.nak);
     }
   }
@@ -1269,6 +1319,26 @@ export class WorkerShutdownError extends Error {
   constructor() {
     super("the worker is shutting down; the task will be redelivered");
   }
+}
+
+/**
+ * `parseAckSubject(reply)?.deliveryCount ?? 1`, read without splitting the subject into tokens
+ * and an object (this runs for every message).
+ */
+export function deliveryCountOf(reply: string): number {
+  if (!reply.startsWith("$JS.ACK.")) return 1;
+  let tokens = 1;
+  for (let i = 0; i < reply.length; i++) if (reply.charCodeAt(i) === 46) tokens++;
+  // `<delivered>` is token 4 of the 9-token form, token 6 of the form with domain and account hash.
+  const index = tokens === 9 ? 4 : tokens >= 12 ? 6 : -1;
+  if (index < 0) return 1;
+  let start = 0;
+  for (let k = 0; k < index; k++) start = reply.indexOf(".", start) + 1;
+  return Number(reply.slice(start, reply.indexOf(".", start)));
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (typeof value === "object" || typeof value === "function") && value !== null && typeof (value as { then?: unknown }).then === "function";
 }
 
 function oneLine(s: string): string {
