@@ -2,14 +2,13 @@
  * The lightweight client: connect, send typed signatures, call and wait, read results and progress.
  * It never imports worker code, so notebooks, scripts and the HPC callback stay small.
  */
-import { createInbox, headers as natsHeaders, type NatsConnection, type Subscription } from "@nats-io/nats-core";
+import { createInbox, type NatsConnection, type Subscription } from "@nats-io/nats-core";
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import {
   ConnectionClosedError,
   decodeReply,
   decodeResultRecord,
   encode,
-  EVENT,
   FINAL_STATES,
   HEADER,
   InvalidArgumentsError,
@@ -45,6 +44,7 @@ import { gatherReplies, listScheduled, listWorkers, type ControlOptions, type Co
 import { EventBuffer } from "./events.ts";
 import { recordOutcome, TaskHandle, type TaskStatus } from "./handle.ts";
 import { AckedPublisher } from "./publisher.ts";
+import { encodeTask, fixedHeaders, randomTaskId } from "./wire.ts";
 import { ensureTopology, isNotFound } from "./topology.ts";
 import { Router, UnknownQueueError, type RouteFunction } from "./routing.ts";
 
@@ -105,6 +105,11 @@ interface Waiter {
 const STORED_RESULT_POLL_MS = 5_000;
 /** At most this many stored-result reads per poll, so thousands of waiting handles stay cheap. */
 const STORED_RESULT_POLL_BATCH = 200;
+
+/** The options of a send() given none. */
+const NO_OPTIONS: SendOptions = Object.freeze({});
+/** The validation of arguments without a schema: accepted as they are. */
+const ACCEPTED: Validation<unknown> = Object.freeze({ ok: true, value: undefined });
 
 /** Results replied to this client but not yet asked for are kept this long (bounded count). */
 const MAX_UNCLAIMED_RESULTS = 100_000;
@@ -242,12 +247,12 @@ export class Client implements AsyncDisposable {
   send<S extends AnySignature>(sig: S, args: ArgsInput<S>, options?: SendOptions): Promise<TaskHandle<ResultOutput<S>>>;
   /** Sends a task by name, without a schema (Celery's `send_task`). */
   send(name: string, args?: unknown, options?: SendOptions): Promise<TaskHandle<unknown>>;
-  send(target: AnySignature | string, args?: unknown, options: SendOptions = {}): Promise<TaskHandle<unknown>> {
+  send(target: AnySignature | string, args?: unknown, options?: SendOptions): Promise<TaskHandle<unknown>> {
     try {
       const sig = isSignature(target) ? target : undefined;
       const name = sig ? sig.name : (target as string);
       if (!sig) assertTaskName(name);
-      const checked = validate(sig?.args, args);
+      const checked = sig?.args === undefined ? ACCEPTED : validate(sig.args, args);
       if (checked instanceof Promise) return checked.then((c) => this.#publishTask(sig, name, args, c, options));
       return this.#publishTask(sig, name, args, checked, options);
     } catch (err) {
@@ -255,35 +260,44 @@ export class Client implements AsyncDisposable {
     }
   }
 
-  async #publishTask(
+  /** Builds, checks and publishes one task; throws (synchronously) what send() must reject with. */
+  #publishTask(
     sig: AnySignature | undefined,
     name: string,
     args: unknown,
     checked: Validation<unknown>,
-    options: SendOptions,
+    options: SendOptions | undefined,
   ): Promise<TaskHandle<unknown>> {
     if (!checked.ok) throw new InvalidArgumentsError(name, checked.issues);
     if (this.#closed) throw new ConnectionClosedError("cannot send: the client is closed");
-    const { id: givenId, eta, countdown, meta, idempotencyKey, callbacks, ...taskOptions } = options;
-    checkTaskOptions(taskOptions as Record<string, unknown>, `send("${name}")`);
-    const o: TaskOptions = sig ? { ...sig.options, ...stripUndefined(taskOptions) } : taskOptions;
+    const { id: givenId, eta, countdown, meta, idempotencyKey, callbacks, ...taskOptions } = options ?? NO_OPTIONS;
+    // Without per-call options (the common case) the signature's options are used as they are.
+    let o: TaskOptions = sig ? sig.options : taskOptions;
+    if (options !== undefined) {
+      checkTaskOptions(taskOptions as Record<string, unknown>, `send("${name}")`);
+      if (sig) o = { ...sig.options, ...stripUndefined(taskOptions) };
+    }
     if (givenId !== undefined) assertTaskId(givenId);
-    const id = givenId ?? (idempotencyKey !== undefined ? idempotentId(idempotencyKey) : crypto.randomUUID());
+    const id = givenId ?? (idempotencyKey !== undefined ? idempotentId(idempotencyKey) : randomTaskId());
     const now = Date.now();
     const route = this.router.route(name, sig, taskOptions.queue, args);
     const queue = route.queue;
-    if (this.router.needsCheck(route, sig !== undefined)) await this.#assertServed(name, queue);
+    const served = this.router.needsCheck(route, sig !== undefined) ? this.#assertServed(name, queue) : undefined;
     const etaMs = eta instanceof Date ? eta.getTime() : eta ?? (countdown !== undefined ? now + countdown * 1000 : undefined);
     const message = taskMessage({ id, task: name, args, queue, sentAt: now, replyTo: `${this.#replyPrefix}.${id}`, eta: etaMs, meta, callbacks }, o);
-    const body = encode(message);
+    // Encoded once: the task-sent event copies its id, task, queue and args bytes.
+    const { body, sentEvent } = encodeTask(message, this.#events !== undefined);
     const max = (this.nc.info?.max_payload ?? 1024 * 1024) - 512; // room for headers and subject
     if (body.length > max) throw new PayloadTooLargeError(body.length, max, `task "${name}" (${id})`);
-    const h = natsHeaders();
-    h.set(HEADER.msgId, id);
-    h.set(HEADER.task, name);
-    await this.publisher.publish(this.names.subjectFor(message), body, h);
-    this.#events?.push({ type: EVENT.sent, id, task: name, queue, at: now, args, ...(etaMs ? { eta: etaMs } : {}), ...(message.expires ? { expires: message.expires } : {}), ...(o.priority ? { priority: o.priority } : {}) });
-    return new TaskHandle(this, id, name, sig);
+    // Ids and names are tokens (checked above or by signature()), so they are header-safe.
+    const h = fixedHeaders(HEADER.msgId, id, HEADER.task, name);
+    const subject = this.names.subjectFor(message, now);
+    const stored = () =>
+      this.publisher.publish(subject, body, h).then(() => {
+        if (sentEvent) this.#events?.push(sentEvent);
+        return new TaskHandle(this, id, name, sig);
+      });
+    return served ? served.then(stored) : stored();
   }
 
   /** Throws UnknownQueueError unless a durable consumer (a worker, now or before) serves `queue`. */
@@ -323,7 +337,7 @@ export class Client implements AsyncDisposable {
   call(name: string, args?: unknown, options?: CallOptions): Promise<unknown>;
   async call(target: AnySignature | string, args?: unknown, options: CallOptions = {}): Promise<unknown> {
     const { timeout, ...sendOptions } = options;
-    const id = sendOptions.id ?? (sendOptions.idempotencyKey !== undefined ? idempotentId(sendOptions.idempotencyKey) : crypto.randomUUID());
+    const id = sendOptions.id ?? (sendOptions.idempotencyKey !== undefined ? idempotentId(sendOptions.idempotencyKey) : randomTaskId());
     // Register the waiter before sending so a fast reply cannot race past it.
     const waiting = this.waitForRecord(id, timeout, true);
     // It may reject (timeout, close) while send() is still awaited: mark it handled now.

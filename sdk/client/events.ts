@@ -2,13 +2,16 @@
  * Batches task events into one message per flush (as Celery batches `task` events), so a monitor
  * sees every state change without costing the hot path one stored message per change.
  */
-import { headers as natsHeaders, type NatsConnection } from "@nats-io/nats-core";
+import type { NatsConnection } from "@nats-io/nats-core";
 import { encode, HEADER, PROTOCOL_VERSION, type TaskEvent } from "../protocol/mod.ts";
 import type { AckedPublisher } from "./publisher.ts";
+import { encodeEventBatch, fixedHeaders, randomTaskId } from "./wire.ts";
 
 /** Collects events and publishes them in batches through an {@link AckedPublisher}. */
 export class EventBuffer {
-  #events: TaskEvent[] = [];
+  #events: Array<TaskEvent | Uint8Array> = [];
+  /** Whether the queued events include encoded ones (the client's task-sent events). */
+  #encoded = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #microtask = false;
   readonly #inFlight = new Set<Promise<unknown>>();
@@ -23,9 +26,13 @@ export class EventBuffer {
     private readonly maxDelayMs = 20,
   ) {}
 
-  /** Queues an event; it is published within `maxDelayMs` or when the batch is full. */
-  push(event: TaskEvent): void {
+  /**
+   * Queues an event, as an object or already encoded as MessagePack (one TaskEvent map); it is
+   * published within `maxDelayMs` or when the batch is full.
+   */
+  push(event: TaskEvent | Uint8Array): void {
     this.#events.push(event);
+    if (event instanceof Uint8Array) this.#encoded = true;
     if (this.#events.length >= this.maxBatch) this.flush();
     else if (this.#timer === undefined && !this.#microtask) {
       if (this.maxDelayMs === 0) {
@@ -49,12 +56,13 @@ export class EventBuffer {
     }
     if (this.#events.length === 0 || this.nc.isClosed()) return;
     const events = this.#events;
+    const body = this.#encoded ? encodeEventBatch(PROTOCOL_VERSION, events) : encode({ v: PROTOCOL_VERSION, events });
     this.#events = [];
+    this.#encoded = false;
     // A batch id, so a batch re-sent after a lost acknowledgement is stored once.
-    const h = natsHeaders();
-    h.set(HEADER.msgId, `ev.${crypto.randomUUID()}`);
+    const h = fixedHeaders(HEADER.msgId, `ev.${randomTaskId()}`);
     const p = this.publisher
-      .publish(this.subject, encode({ v: PROTOCOL_VERSION, events }), h)
+      .publish(this.subject, body, h)
       .catch(() => {
         this.dropped += events.length;
       })

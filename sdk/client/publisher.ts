@@ -9,6 +9,7 @@
  */
 import { createInbox, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/nats-core";
 import { ConnectionClosedError, PublishError } from "../protocol/mod.ts";
+import { parsePubAck } from "./wire.ts";
 
 /** The server's acknowledgement of a stored message. */
 export interface PubAck {
@@ -30,9 +31,6 @@ export interface PublisherOptions {
    */
   onNoStream?: (subject: string) => Promise<boolean>;
 }
-
-/** One decoder for every PubAck: creating one per message showed up in the client's profile. */
-const DECODER = new TextDecoder();
 
 interface Pending {
   subject: string;
@@ -108,10 +106,8 @@ export class AckedPublisher {
       void this.#repairAndRetry(entry);
       return;
     }
-    let ack: { stream?: string; seq?: number; duplicate?: boolean; error?: { code?: number; description?: string } };
-    try {
-      ack = JSON.parse(DECODER.decode(data));
-    } catch {
+    const ack = parsePubAck(data);
+    if (ack === undefined) {
       entry.reject(new PublishError(`unreadable acknowledgement for ${entry.subject} (status ${code})`));
       return;
     }
@@ -119,7 +115,7 @@ export class AckedPublisher {
       entry.reject(new PublishError(`server refused the message on ${entry.subject}: ${ack.error.description ?? "error"} (code ${ack.error.code ?? "?"})`));
       return;
     }
-    entry.resolve({ stream: ack.stream ?? "", seq: ack.seq ?? 0, duplicate: ack.duplicate === true });
+    entry.resolve(ack);
   }
 
   async #repairAndRetry(entry: Pending): Promise<void> {

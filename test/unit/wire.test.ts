@@ -1,0 +1,163 @@
+/**
+ * The client's hand-written encoders (sdk/client/wire.ts) must write the very bytes msgpackr writes
+ * for the same objects: the wire stays what docs/protocol.md §3 describes.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { encode, EVENT, HEADER, PROTOCOL_VERSION } from "../../sdk/protocol/mod.ts";
+import { taskMessage, type TaskOptions } from "../../sdk/signatures/mod.ts";
+import { encodeEventBatch, encodeTask, fixedHeaders, parsePubAck, randomTaskId } from "../../sdk/client/wire.ts";
+import { MsgHdrsImpl } from "@nats-io/nats-core";
+
+const STRINGS = ["", "a", "x".repeat(31), "x".repeat(32), "x".repeat(63), "x".repeat(64), "y".repeat(255), "z".repeat(256), "é", "é".repeat(20), "é".repeat(40), "日本".repeat(30), "😀", "a😀b".repeat(20), "\ud800", "x".repeat(70) + "\ud800", "w".repeat(70000)];
+const NUMBERS = [0, 1, 31, 127, 128, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, -1, -32, -33, -128, -129, -32768, -32769, -(2 ** 31), -(2 ** 31) - 1, 0.5, -0.5, 1795425149037, NaN, Infinity, -Infinity, -0];
+const ARGS: unknown[] = [
+  { i: 1 },
+  undefined,
+  null,
+  [1, "two", { three: 3 }],
+  { when: new Date(0), nested: { deep: [true, false, null] }, big: 2n ** 40n, bytes: new Uint8Array([1, 2, 3]) },
+  "just a string",
+  42,
+  { s: "é".repeat(50), m: new Map([["k", 1]]) },
+];
+const OPTIONS: TaskOptions[] = [
+  {},
+  { priority: 3, expires: 60, retries: 2, retryDelay: 0.5, retryDelayMax: 10, autoretryFor: ["TimeoutError"], softTimeLimit: 5, timeLimit: 10 },
+];
+
+function messages() {
+  const out = [];
+  let n = 0;
+  for (const args of ARGS) {
+    for (const options of OPTIONS) {
+      for (const extra of [{}, { eta: 1795425150000, meta: { parentId: "p", m: { k: 1 } }, callbacks: { link: [{ task: "t.next", args: { x: 1 } }] } }]) {
+        const id = n % 3 === 0 ? crypto.randomUUID() : n % 3 === 1 ? "key-0123456789abcdef" : "x".repeat(100);
+        out.push(taskMessage({ id, task: "demo.echo", args, queue: "default", sentAt: 1795425149037 + n, replyTo: `_INBOX.abc.${id}`, ...extra }, options));
+        n++;
+      }
+    }
+  }
+  return out;
+}
+
+test("wire - encodeTask writes what encode() writes, for every kind of field", () => {
+  for (const m of messages()) {
+    for (const withEvent of [true, false]) {
+      const t = encodeTask(m, withEvent);
+      assert.deepEqual(Buffer.from(t.body), Buffer.from(encode(m)), JSON.stringify(Object.keys(m)));
+      assert.equal(t.sentEvent === undefined, !withEvent);
+    }
+  }
+});
+
+test("wire - strings and numbers are written as msgpackr writes them", () => {
+  for (const s of STRINGS) {
+    const m = taskMessage({ id: "id1", task: "t", args: s, queue: s, sentAt: 1 }, {});
+    assert.deepEqual(Buffer.from(encodeTask(m, true).body), Buffer.from(encode(m)), `string of length ${s.length}`);
+  }
+  for (const x of NUMBERS) {
+    const m = taskMessage({ id: "id1", task: "t", args: null, queue: "q", sentAt: x }, {});
+    assert.deepEqual(Buffer.from(encodeTask(m, true).body), Buffer.from(encode(m)), `number ${x}`);
+  }
+});
+
+test("wire - the task-sent event and its batch are what encode() writes for the objects", () => {
+  const events: Uint8Array[] = [];
+  const objects: object[] = [];
+  for (const m of messages()) {
+    const extras = { ...(m.eta ? { eta: m.eta } : {}), ...(m.expires ? { expires: m.expires } : {}), ...(m.priority ? { priority: m.priority } : {}) };
+    const object = { type: EVENT.sent, id: m.id, task: m.task, queue: m.queue, at: m.sentAt, args: m.args, ...extras };
+    const bytes = encodeTask(m, true).sentEvent!;
+    assert.deepEqual(Buffer.from(bytes), Buffer.from(encode(object)));
+    events.push(bytes);
+    objects.push(object);
+  }
+  assert.deepEqual(Buffer.from(encodeEventBatch(PROTOCOL_VERSION, events)), Buffer.from(encode({ v: PROTOCOL_VERSION, events: objects })));
+  // Mixed (objects encoded on the spot) and large batches too: [encoded or object, its object].
+  const pairs = events.map((e, i) => [e, objects[i]!] as const);
+  const mixed = [...pairs, ...pairs.map(([, o]) => [o, o] as const)];
+  const many = Array.from({ length: 600 }, (_, i) => (i % 2 ? pairs[i % pairs.length]! : ([objects[i % objects.length]!, objects[i % objects.length]!] as const)));
+  for (const list of [mixed, many, []]) {
+    const given = list.map(([e]) => e);
+    const plain = list.map(([, o]) => o);
+    assert.deepEqual(Buffer.from(encodeEventBatch(PROTOCOL_VERSION, given)), Buffer.from(encode({ v: PROTOCOL_VERSION, events: plain })));
+  }
+});
+
+test("wire - views handed out are never written again", () => {
+  const first = messages().map((m) => ({ m, body: encodeTask(m, true).body }));
+  const copies = first.map(({ body }) => Buffer.from(body));
+  for (let i = 0; i < 2000; i++) encodeTask(first[i % first.length]!.m, true);
+  first.forEach(({ body }, i) => assert.deepEqual(Buffer.from(body), copies[i]));
+});
+
+test("wire - fixedHeaders encode like nats.js headers and read like them", () => {
+  const id = crypto.randomUUID();
+  const fast = fixedHeaders(HEADER.msgId, id, HEADER.task, "demo.echo") as MsgHdrsImpl;
+  const slow = new MsgHdrsImpl();
+  slow.set(HEADER.msgId, id);
+  slow.set(HEADER.task, "demo.echo");
+  assert.deepEqual(Buffer.from(fast.encode()), Buffer.from(slow.encode()));
+  assert.equal(fast.get(HEADER.msgId), id);
+  assert.equal(fast.get(HEADER.task), "demo.echo");
+  // Changed like any MsgHdrs, they encode the change.
+  fast.set(HEADER.id, id);
+  slow.set(HEADER.id, id);
+  assert.deepEqual(Buffer.from(fast.encode()), Buffer.from(slow.encode()));
+});
+
+test("wire - parsePubAck reads stored and duplicate acks, and leaves everything else to JSON", () => {
+  const te = new TextEncoder();
+  const cases: Array<[string, unknown]> = [
+    ['{"stream":"celerity_tasks","seq":42}', { stream: "celerity_tasks", seq: 42, duplicate: false }],
+    ['{"stream":"celerity_tasks","seq":9007199254740991,"duplicate":true}', { stream: "celerity_tasks", seq: 9007199254740991, duplicate: true }],
+    ['{"stream":"KV_celerity_results","seq":1}', { stream: "KV_celerity_results", seq: 1, duplicate: false }],
+    ['{"stream":"s","seq":7,"domain":"hub"}', { stream: "s", seq: 7, duplicate: false }],
+    ['{"stream":"s","domain":"hub","seq":7}', { stream: "s", seq: 7, duplicate: false }],
+    ['{"stream":"s","seq":7,"duplicate":false}', { stream: "s", seq: 7, duplicate: false }],
+    ['{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"},"stream":"s","seq":0}', { error: { code: 503, description: "maximum messages exceeded" } }],
+    ['{"stream":"sé","seq":3}', { stream: "sé", seq: 3, duplicate: false }],
+    [' {"stream":"s","seq":3}', { stream: "s", seq: 3, duplicate: false }],
+    ["not json", undefined],
+    ["", undefined],
+  ];
+  for (const [text, expected] of cases) {
+    const got = parsePubAck(te.encode(text));
+    if (expected === undefined) assert.equal(got, undefined, text);
+    else if ("error" in (expected as object)) {
+      assert.ok(got?.error, text);
+      assert.equal(got.error.code, 503);
+      assert.equal(got.error.description, "maximum messages exceeded");
+    } else assert.deepEqual(got, expected, text);
+  }
+});
+
+test("wire - messages and batches of any size, in any order, come out whole", () => {
+  const all = messages();
+  let seed = 7;
+  const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n);
+  const pending: Array<[Uint8Array, Buffer]> = [];
+  for (let round = 0; round < 3000; round++) {
+    const m = all[rnd(all.length)]!;
+    const t = encodeTask(m, true);
+    pending.push([t.body, Buffer.from(encode(m))]);
+    const ev = t.sentEvent!;
+    if (rnd(10) === 0) {
+      // Batches of every size up to 700 events, so some end near their chunk's end.
+      const events = Array.from({ length: round % 700 }, () => ev);
+      assert.equal(encodeEventBatch(PROTOCOL_VERSION, events).length > 0, true);
+    }
+  }
+  for (const [view, copy] of pending) assert.deepEqual(Buffer.from(view), copy);
+});
+
+test("wire - randomTaskId makes distinct UUID v4s", () => {
+  const seen = new Set<string>();
+  for (let i = 0; i < 5000; i++) {
+    const id = randomTaskId();
+    assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    seen.add(id);
+  }
+  assert.equal(seen.size, 5000);
+});
