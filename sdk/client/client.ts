@@ -292,12 +292,12 @@ export class Client implements AsyncDisposable {
     // Ids and names are tokens (checked above or by signature()), so they are header-safe.
     const h = fixedHeaders(HEADER.msgId, id, HEADER.task, name);
     const subject = this.names.subjectFor(message, now);
-    const stored = () =>
-      this.publisher.publish(subject, body, h).then(() => {
-        if (sentEvent) this.#events?.push(sentEvent);
-        return new TaskHandle(this, id, name, sig);
-      });
-    return served ? served.then(stored) : stored();
+    // Arrows passed inline, not named: tsx and esbuild's keepNames wrap a named one per call.
+    const published = served ? served.then(() => this.publisher.publish(subject, body, h)) : this.publisher.publish(subject, body, h);
+    return published.then(() => {
+      if (sentEvent) this.#events?.push(sentEvent);
+      return new TaskHandle(this, id, name, sig);
+    });
   }
 
   /** Throws UnknownQueueError unless a durable consumer (a worker, now or before) serves `queue`. */

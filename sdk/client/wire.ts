@@ -422,8 +422,9 @@ export type AckReply =
   | { error: { code?: number; description?: string } };
 
 const STREAM_KEY = UTF8.encode('{"stream":"');
-const SEQ_KEY = UTF8.encode(',"seq":');
-const DUPLICATE_END = UTF8.encode(',"duplicate":true}');
+const SEQ_KEY = UTF8.encode('"seq":');
+const DUPLICATE_KEY = UTF8.encode('"duplicate":');
+const TRUE = UTF8.encode("true");
 /** The stream name of the last ack and its bytes: a client's acks name one or two streams. */
 let lastStream = "";
 let lastStreamBytes = new Uint8Array(0);
@@ -432,6 +433,12 @@ function matches(d: Uint8Array, at: number, expected: Uint8Array): boolean {
   if (at + expected.length > d.length) return false;
   for (let i = 0; i < expected.length; i++) if (d[at + i] !== expected[i]) return false;
   return true;
+}
+
+/** The index of the first byte at or after `i` that is not a space. */
+function skipSpaces(d: Uint8Array, i: number): number {
+  while (d[i] === 0x20) i++;
+  return i;
 }
 
 function streamName(d: Uint8Array, from: number, to: number): string {
@@ -445,9 +452,9 @@ function streamName(d: Uint8Array, from: number, to: number): string {
 
 /**
  * Reads a PubAck. The two forms nats-server writes for a stored message,
- * `{"stream":"<name>","seq":<n>}` and `…,"duplicate":true}`, are read from the bytes; anything
- * else (errors, a domain, another order of fields) goes through JSON.parse. Undefined when the
- * body is not a JSON object.
+ * `{"stream":"<name>", "seq":<n>}` and `…,"duplicate": true}` (spaces optional), are read from
+ * the bytes; anything else (errors, a domain, another order of fields) goes through JSON.parse.
+ * Undefined when the body is not a JSON object.
  */
 export function parsePubAck(d: Uint8Array): AckReply | undefined {
   const n = d.length;
@@ -458,9 +465,9 @@ export function parsePubAck(d: Uint8Array): AckReply | undefined {
       const c = d[i]!;
       if (c === 0x22 || c === 0x5c || c < 0x20 || c >= 0x80) break;
     }
-    if (d[i] === 0x22 && matches(d, i + 1, SEQ_KEY)) {
-      const to = i;
-      i += 1 + SEQ_KEY.length;
+    const to = i;
+    if (d[i] === 0x22 && d[(i = skipSpaces(d, i + 1))] === 0x2c && matches(d, (i = skipSpaces(d, i + 1)), SEQ_KEY)) {
+      i = skipSpaces(d, i + SEQ_KEY.length);
       const digits = i;
       let seq = 0;
       // At most 15 digits: exact as a double; longer numbers are left to JSON.parse.
@@ -470,8 +477,13 @@ export function parsePubAck(d: Uint8Array): AckReply | undefined {
         seq = seq * 10 + (c - 0x30);
       }
       if (i > digits) {
-        if (i === n - 1 && d[i] === 0x7d) return { stream: streamName(d, from, to), seq, duplicate: false };
-        if (i + DUPLICATE_END.length === n && matches(d, i, DUPLICATE_END)) return { stream: streamName(d, from, to), seq, duplicate: true };
+        i = skipSpaces(d, i);
+        let duplicate = false;
+        if (d[i] === 0x2c && matches(d, (i = skipSpaces(d, i + 1)), DUPLICATE_KEY) && matches(d, (i = skipSpaces(d, i + DUPLICATE_KEY.length)), TRUE)) {
+          duplicate = true;
+          i = skipSpaces(d, i + TRUE.length);
+        }
+        if (d[i] === 0x7d && i === n - 1) return { stream: streamName(d, from, to), seq, duplicate };
       }
     }
   }

@@ -110,7 +110,14 @@ test("wire - fixedHeaders encode like nats.js headers and read like them", () =>
 test("wire - parsePubAck reads stored and duplicate acks, and leaves everything else to JSON", () => {
   const te = new TextEncoder();
   const cases: Array<[string, unknown]> = [
+    // What nats-server 2.9.10 writes (test/integration/core.test.ts sends through it too).
+    ['{"stream":"celerity_tasks", "seq":60001}', { stream: "celerity_tasks", seq: 60001, duplicate: false }],
+    ['{"stream":"celerity_tasks", "seq":60001,"duplicate": true}', { stream: "celerity_tasks", seq: 60001, duplicate: true }],
     ['{"stream":"celerity_tasks","seq":42}', { stream: "celerity_tasks", seq: 42, duplicate: false }],
+    ['{"stream":"celerity_tasks","seq":42,"duplicate":true}', { stream: "celerity_tasks", seq: 42, duplicate: true }],
+    ['{"stream":"s", "seq":1, "duplicate":true }', { stream: "s", seq: 1, duplicate: true }],
+    ['{"stream":"s", "seq":1}x', undefined],
+    ['{"stream":"s", "seq":}', undefined],
     ['{"stream":"celerity_tasks","seq":9007199254740991,"duplicate":true}', { stream: "celerity_tasks", seq: 9007199254740991, duplicate: true }],
     ['{"stream":"KV_celerity_results","seq":1}', { stream: "KV_celerity_results", seq: 1, duplicate: false }],
     ['{"stream":"s","seq":7,"domain":"hub"}', { stream: "s", seq: 7, duplicate: false }],
@@ -160,4 +167,19 @@ test("wire - randomTaskId makes distinct UUID v4s", () => {
     seen.add(id);
   }
   assert.equal(seen.size, 5000);
+});
+
+test("wire - parsePubAck reads nats-server's stored and duplicate acks without JSON.parse", () => {
+  const te = new TextEncoder();
+  const parse = JSON.parse;
+  let calls = 0;
+  JSON.parse = (...a: Parameters<typeof JSON.parse>) => (calls++, parse(...a));
+  try {
+    for (const text of ['{"stream":"celerity_tasks", "seq":60001}', '{"stream":"celerity_tasks", "seq":60001,"duplicate": true}', '{"stream":"KV_celerity_results","seq":7}']) {
+      assert.ok(parsePubAck(te.encode(text)), text);
+    }
+  } finally {
+    JSON.parse = parse;
+  }
+  assert.equal(calls, 0);
 });
