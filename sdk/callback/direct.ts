@@ -150,10 +150,10 @@ export class DirectLink {
     });
   }
 
-  /** Ends the connection; anything still waiting is rejected. */
-  close(): void {
+  /** Ends the connection; anything still waiting is rejected (with `reason` when given). */
+  close(reason = new Error("connection closed")): void {
     if (this.#closed) return;
-    this.#fail(new Error("connection closed"));
+    this.#fail(reason);
     this.#socket.end();
   }
 
@@ -207,9 +207,11 @@ export class DirectLink {
       if (waiting) waiting.resolve(info);
       else this.#infoReceived ??= info;
     } else if (line.startsWith("-ERR")) {
-      // e.g. -ERR 'Authorization Violation'; the server closes the connection after most of them.
+      // e.g. -ERR 'Authorization Violation' or 'Permissions Violation for Publish to …'. The server
+      // closes the connection after most of them; a one-shot report has nothing to gain from
+      // staying on after any, so every waiter learns the reason now.
       this.#serverError = line.slice(4).trim().replace(/^'|'$/g, "");
-      this.#pongs.shift()?.reject(new Error(this.#serverError));
+      this.close(new Error(this.#serverError));
     }
   }
 

@@ -120,8 +120,10 @@ async function deliverDirect(d: Delivery): Promise<ReportOutcome> {
     } catch (err) {
       if (err instanceof DeliveryError) throw err;
       last = err as Error;
-      if (!link && isLoginRefusal(last.message)) {
-        throw new DeliveryError(`${servers.join(",")} refused the connection: ${oneLine(last.message)}`, { cause: err });
+      // Wrong credentials or missing permissions will not fix themselves: say so now.
+      if (isLoginRefusal(last.message)) {
+        const refused = link ? d.prepared.what : "the connection";
+        throw new DeliveryError(`${servers.join(",")} refused ${refused}: ${oneLine(last.message)}`, { cause: err });
       }
     } finally {
       link?.close();

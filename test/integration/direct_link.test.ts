@@ -17,7 +17,7 @@ before(async () => {
   server = await NatsServer.start();
   responder = await natsConnect({ servers: server.url });
   // Echoes the request with 900 KB appended (under the 1 MB max_payload), so the answer spans many reads.
-  responder.subscribe("echo.big", { callback: (_e, m) => m.respond(new Uint8Array([...m.data, ...new Uint8Array(BIG).fill(7)])) });
+  responder.subscribe("echo.big", { callback: (_e, m) => void m.respond(new Uint8Array([...m.data, ...new Uint8Array(BIG).fill(7)])) });
   responder.subscribe("echo.status", {
     callback: (_e, m) => {
       const h = headers(409, "Conflict");
@@ -75,4 +75,16 @@ test("direct link - a refused login and a closed link reject with the reason", a
   await assert.rejects(waiting, /connection closed/);
   await assert.rejects(link.flush(1_000), /connection closed/);
   await listener.close();
+});
+
+test("direct link - a permissions violation fails what waits at once, with the server's words", async () => {
+  await using guarded = await NatsServer.start({
+    extraConfig: `authorization { users = [ { user: "job", password: "pw", permissions: { publish: { deny: ["forbidden.>"] } } } ] }`,
+  });
+  const link = await DirectLink.open(`nats://job:pw@127.0.0.1:${new URL(guarded.url).port}`, {}, 5_000);
+  try {
+    await assert.rejects(link.request("forbidden.x", new Uint8Array(1), undefined, 30_000), /permissions violation for publish to "?forbidden\.x"?/i);
+  } finally {
+    link.close();
+  }
 });
