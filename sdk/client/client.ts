@@ -2,7 +2,7 @@
  * The lightweight client: connect, send typed signatures, call and wait, read results and progress.
  * It never imports worker code, so notebooks, scripts and the HPC callback stay small.
  */
-import { createInbox, type NatsConnection, type Subscription } from "@nats-io/nats-core";
+import { createInbox, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/nats-core";
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import {
   ConnectionClosedError,
@@ -293,8 +293,13 @@ export class Client implements AsyncDisposable {
     const h = fixedHeaders(HEADER.msgId, id, HEADER.task, name);
     const subject = this.names.subjectFor(message, now);
     // Arrows passed inline, not named: tsx and esbuild's keepNames wrap a named one per call.
-    const published = served ? served.then(() => this.publisher.publish(subject, body, h)) : this.publisher.publish(subject, body, h);
-    return published.then(() => {
+    if (served) return served.then(() => this.#store(subject, body, h, sentEvent, id, name, sig));
+    return this.#store(subject, body, h, sentEvent, id, name, sig);
+  }
+
+  /** Publishes a task; once stored, queues its task-sent event and resolves with its handle. */
+  #store(subject: string, body: Uint8Array, h: MsgHdrs, sentEvent: Uint8Array | undefined, id: string, name: string, sig: AnySignature | undefined): Promise<TaskHandle<unknown>> {
+    return this.publisher.publishThen(subject, body, h, () => {
       if (sentEvent) this.#events?.push(sentEvent);
       return new TaskHandle(this, id, name, sig);
     });

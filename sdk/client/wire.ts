@@ -156,12 +156,19 @@ function writeNum(n: number): void {
   }
 }
 
-/** Copies `b`, or bytes `from`…`to` of it. */
-function writeBytes(b: Uint8Array, from = 0, to = b.length): void {
+/** Copies `b`. */
+function writeBytes(b: Uint8Array): void {
+  room(b.length);
+  chunk.set(b, pos);
+  pos += b.length;
+}
+
+/** Copies bytes `from`…`to` of a message written earlier in `source`, a chunk. */
+function copyFrom(source: Uint8Array, from: number, to: number): void {
   const n = to - from;
   room(n);
-  if (b.buffer === chunk.buffer) chunk.copyWithin(pos, b.byteOffset + from, b.byteOffset + to);
-  else chunk.set(from === 0 && to === b.length ? b : b.subarray(from, to), pos);
+  if (source === chunk) chunk.copyWithin(pos, from, to);
+  else chunk.set(source.subarray(from, to), pos);
   pos += n;
 }
 
@@ -207,8 +214,9 @@ export interface EncodedTask {
 export function encodeTask(message: TaskMessage, sentEvent: boolean): EncodedTask {
   begin();
   const m = message as unknown as Record<string, unknown>;
-  const keys = Object.keys(m);
-  writeMap(keys.length);
+  // Map 16, its size written at the end: one walk over the keys, as msgpackr does.
+  writeMap(0);
+  let size = 0;
   let idStart = -1;
   let idEnd = -1;
   let taskStart = -1;
@@ -217,8 +225,9 @@ export function encodeTask(message: TaskMessage, sentEvent: boolean): EncodedTas
   let queueEnd = -1;
   let argsStart = -1;
   let argsEnd = -1;
-  for (let k = 0; k < keys.length; k++) {
-    const key = keys[k]!;
+  for (const key in m) {
+    if (!Object.hasOwn(m, key)) continue;
+    size++;
     const keyStart = pos - start;
     writeKey(key);
     const valueStart = pos - start;
@@ -229,7 +238,12 @@ export function encodeTask(message: TaskMessage, sentEvent: boolean): EncodedTas
     else if (key === "queue") (queueStart = keyStart), (queueEnd = end);
     else if (key === "args") (argsStart = valueStart), (argsEnd = end);
   }
+  // Offsets in the chunk, for the event's copies.
+  const bodyChunk = chunk;
+  const at = start;
   const body = finish();
+  body[1] = size >> 8;
+  body[2] = size & 0xff;
   if (!sentEvent) return { body, sentEvent: undefined };
   // The event copies the id and task pairs as one run: taskMessage() writes them side by side.
   if (idStart < 0 || taskStart !== idEnd || queueStart < 0 || argsStart < 0) {
@@ -240,12 +254,12 @@ export function encodeTask(message: TaskMessage, sentEvent: boolean): EncodedTas
   writeMap(6 + (eta ? 1 : 0) + (expires ? 1 : 0) + (priority ? 1 : 0));
   writeKey("type");
   writeKey(EVENT.sent);
-  writeBytes(body, idStart, taskEnd);
-  writeBytes(body, queueStart, queueEnd);
+  copyFrom(bodyChunk, at + idStart, at + taskEnd);
+  copyFrom(bodyChunk, at + queueStart, at + queueEnd);
   writeKey("at");
   writeNum(message.sentAt);
   writeKey("args");
-  writeBytes(body, argsStart, argsEnd);
+  copyFrom(bodyChunk, at + argsStart, at + argsEnd);
   if (eta) (writeKey("eta"), writeNum(eta));
   if (expires) (writeKey("expires"), writeNum(expires));
   if (priority) (writeKey("priority"), writeNum(priority));

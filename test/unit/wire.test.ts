@@ -62,12 +62,17 @@ test("wire - strings and numbers are written as msgpackr writes them", () => {
   }
 });
 
+/** The task-sent event of `m` as the client built it before wire.ts. */
+function sentEventObject(m: ReturnType<typeof taskMessage>) {
+  const extras = { ...(m.eta ? { eta: m.eta } : {}), ...(m.expires ? { expires: m.expires } : {}), ...(m.priority ? { priority: m.priority } : {}) };
+  return { type: EVENT.sent, id: m.id, task: m.task, queue: m.queue, at: m.sentAt, args: m.args, ...extras };
+}
+
 test("wire - the task-sent event and its batch are what encode() writes for the objects", () => {
   const events: Uint8Array[] = [];
   const objects: object[] = [];
   for (const m of messages()) {
-    const extras = { ...(m.eta ? { eta: m.eta } : {}), ...(m.expires ? { expires: m.expires } : {}), ...(m.priority ? { priority: m.priority } : {}) };
-    const object = { type: EVENT.sent, id: m.id, task: m.task, queue: m.queue, at: m.sentAt, args: m.args, ...extras };
+    const object = sentEventObject(m);
     const bytes = encodeTask(m, true).sentEvent!;
     assert.deepEqual(Buffer.from(bytes), Buffer.from(encode(object)));
     events.push(bytes);
@@ -150,6 +155,7 @@ test("wire - messages and batches of any size, in any order, come out whole", ()
     const t = encodeTask(m, true);
     pending.push([t.body, Buffer.from(encode(m))]);
     const ev = t.sentEvent!;
+    pending.push([ev, Buffer.from(encode(sentEventObject(m)))]);
     if (rnd(10) === 0) {
       // Batches of every size up to 700 events, so some end near their chunk's end.
       const events = Array.from({ length: round % 700 }, () => ev);
