@@ -19,7 +19,8 @@ const DECODER = new TextDecoder();
 // Messages are written into chunks of CHUNK bytes and handed out as views, as msgpackr does: no
 // allocation per message, and a view is never written again once handed out.
 let chunk = new Uint8Array(CHUNK);
-let view = new DataView(chunk.buffer);
+let chunkBuffer = chunk.buffer;
+let view = new DataView(chunkBuffer);
 /** Where the next byte goes. */
 let pos = 0;
 /** Where the message being written starts. */
@@ -32,7 +33,8 @@ function begin(): void {
 
 /** The bytes written since begin(); the next message starts 8-aligned after them. */
 function finish(): Uint8Array {
-  const out = chunk.subarray(start, pos);
+  // A view made by the constructor: cheaper than subarray(), which looks up a species.
+  const out = new Uint8Array(chunkBuffer, start, pos - start);
   pos = Math.min((pos + 7) & ~7, chunk.length);
   return out;
 }
@@ -44,7 +46,8 @@ function newChunk(size: number): void {
   pos -= start;
   start = 0;
   chunk = next;
-  view = new DataView(next.buffer);
+  chunkBuffer = next.buffer;
+  view = new DataView(chunkBuffer);
 }
 
 /** Makes room for `n` more bytes of the current message (moving it to a larger chunk if needed). */
@@ -324,9 +327,15 @@ class FixedHeaders implements MsgHdrs {
     begin();
     writeAscii("NATS/1.0");
     for (let i = 0; i < e.length; i += 2) {
-      writeAscii("\r\n");
-      writeAscii(e[i]!);
-      writeAscii(": ");
+      // "\r\n<name>: " once per header name, then copied.
+      let name = HEADER_LINES.get(e[i]!);
+      if (name === undefined) {
+        name = UTF8.encode(`\r\n${e[i]}: `);
+        if (HEADER_LINES.size < 64) HEADER_LINES.set(e[i]!, name);
+      }
+      room(name.length);
+      chunk.set(name, pos);
+      pos += name.length;
       writeAscii(e[i + 1]!);
     }
     writeAscii("\r\n\r\n");
@@ -373,6 +382,8 @@ class FixedHeaders implements MsgHdrs {
     return this.#headers()[Symbol.iterator]();
   }
 }
+
+const HEADER_LINES = new Map<string, Uint8Array>();
 
 /** Writes `s` byte per character (header text is ASCII; anything else as UTF-8). */
 function writeAscii(s: string): void {
