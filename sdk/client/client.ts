@@ -282,7 +282,6 @@ export class Client implements AsyncDisposable {
     const now = Date.now();
     const route = this.router.route(name, sig, taskOptions.queue, args);
     const queue = route.queue;
-    const served = this.router.needsCheck(route, sig !== undefined) ? this.#assertServed(name, queue) : undefined;
     const etaMs = eta instanceof Date ? eta.getTime() : eta ?? (countdown !== undefined ? now + countdown * 1000 : undefined);
     const message = taskMessage({ id, task: name, args, queue, sentAt: now, replyTo: `${this.#replyPrefix}.${id}`, eta: etaMs, meta, callbacks }, o);
     // Encoded once: the task-sent event copies its id, task, queue and args bytes.
@@ -292,8 +291,9 @@ export class Client implements AsyncDisposable {
     // Ids and names are tokens (checked above or by signature()), so they are header-safe.
     const h = fixedHeaders(HEADER.msgId, id, HEADER.task, name);
     const subject = this.names.subjectFor(message, now);
-    // Arrows passed inline, not named: tsx and esbuild's keepNames wrap a named one per call.
-    if (served) return served.then(() => this.#store(subject, body, h, sentEvent, id, name, sig));
+    // Asked last, once nothing can throw before its promise is awaited. Arrows passed inline, not
+    // named: tsx and esbuild's keepNames wrap a named one in __name() per call.
+    if (this.router.needsCheck(route, sig !== undefined)) return this.#assertServed(name, queue).then(() => this.#store(subject, body, h, sentEvent, id, name, sig));
     return this.#store(subject, body, h, sentEvent, id, name, sig);
   }
 
