@@ -9,7 +9,6 @@ import {
   AckedPublisher,
   Client,
   connect,
-  EventBuffer,
   isNotFound,
   WORKER_LEASE_S,
   type ConnectOptions,
@@ -50,6 +49,7 @@ import { EternalRunner, type EternalContext, type EternalOptions, type EternalSt
 import type { HandlerRegistry } from "./handlers.ts";
 import { createLogger, type Logger, type LogLevel } from "./logger.ts";
 import { copyHeaders } from "./headers.ts";
+import { encodeRecord, TaskEvents } from "./wire.ts";
 import { QueuePuller } from "./puller.ts";
 import { ensurePriorityConsumers, PriorityPuller, PRIORITY_LEVELS } from "./priority_puller.ts";
 import { Revocations } from "./revocations.ts";
@@ -312,7 +312,7 @@ export class Worker implements AsyncDisposable {
   #host: ContextHost | undefined;
   #ownsClient = false;
   #publisher!: AckedPublisher;
-  #events: EventBuffer | undefined;
+  #events: TaskEvents | undefined;
   #log: Logger;
   #running = 0;
   #concurrency = 1;
@@ -332,6 +332,8 @@ export class Worker implements AsyncDisposable {
   readonly #done = new Promise<void>((r) => (this.#closedResolve = r));
   /** This worker's identity (host, pid, id), in results and events. */
   readonly identity: WorkerIdentity;
+  /** `identity` as MessagePack, copied into every result record. */
+  readonly #identityBytes: Uint8Array;
   /** Counters for status and tests. */
   readonly stats = { received: 0, succeeded: 0, failed: 0, retried: 0, deadLettered: 0 };
 
@@ -340,6 +342,7 @@ export class Worker implements AsyncDisposable {
     const { host, pid } = hostIdentity();
     const suffix = Math.random().toString(36).slice(2, 6);
     this.identity = { id: `${host.replace(/[^A-Za-z0-9_-]/g, "_")}-${pid}-${suffix}`, host, pid };
+    this.#identityBytes = encode(this.identity).slice();
     this.#log = options.logger ?? createLogger(options.logLevel ?? "info", { worker: this.identity.id });
   }
 
@@ -450,7 +453,7 @@ export class Worker implements AsyncDisposable {
       });
     }
     this.#publisher = this.#client.publisher;
-    this.#events = s.events ? new EventBuffer(this.#publisher, this.#client.names.eventsSubject("task"), this.#client.nc) : undefined;
+    this.#events = s.events ? new TaskEvents(this.#publisher, this.#client.names.eventsSubject("task"), this.#client.nc, this.identity.id) : undefined;
     await this.#client.ensureTopology();
     const jsm = await this.#client.jsm();
     // Revocations first: a task received from now on is checked against every stored revocation.
@@ -834,7 +837,7 @@ export class Worker implements AsyncDisposable {
     }
     const flight = new InFlight(msg, queue, task, deliveryCount, now, STATE.received);
     this.#inFlight.add(flight);
-    this.#events?.push({ type: EVENT.received, id: task.id, task: task.task, queue, at: now, worker: this.identity.id, retries: task.retries ?? 0 });
+    this.#events?.state(EVENT.received, task.id, task.task, queue, now, task.retries ?? 0);
     const checked = validate(reg.sig.args, task.args);
     if (checked instanceof Promise) checked.then((c) => this.#schedule(flight, reg, c), (e) => this.#schedule(flight, reg, { ok: false, issues: [{ message: String(e), path: "" }] }));
     else this.#schedule(flight, reg, checked);
@@ -899,43 +902,23 @@ export class Worker implements AsyncDisposable {
     const startedAt = Date.now();
     flight.startedAt = startedAt;
     flight.state = STATE.started;
-    this.#events?.push({ type: EVENT.started, id: task.id, task: task.task, queue: flight.queue, at: startedAt, worker: this.identity.id, retries: task.retries ?? 0 });
+    this.#events?.state(EVENT.started, task.id, task.task, flight.queue, startedAt, task.retries ?? 0);
     const softLimit = task.softTimeLimit ?? reg.sig.options.softTimeLimit ?? this.#client!.settings.softTimeLimit;
     // Pools apply the soft limit inside the executor; inline handlers get it here.
-    const softTimer = softLimit !== undefined && !this.#pool
-      ? setTimeout(() => flight.abort(new SoftTimeLimitExceeded(task.id, softLimit)), softLimit * MS)
-      : undefined;
+    const softTimer = softLimit !== undefined && !this.#pool ? softLimitTimer(flight, softLimit) : undefined;
     const ctx = new RunContext(flight, this.#host!);
     const hardLimit = task.timeLimit ?? reg.sig.options.timeLimit ?? this.#client!.settings.timeLimit;
     let record: ResultRecord;
     let dead: { reason: DlqReason; detail: string } | undefined;
-    let hardTimer: ReturnType<typeof setTimeout> | undefined;
+    // No closure in this function: V8 would allocate a context for its variables on every call.
     try {
       let value: unknown;
       if (this.#pool) {
-        const outcome = await this.#pool.run({
-          id: task.id, task: task.task, args, queue: flight.queue, attempt: ctx.attempt, retries: ctx.retries,
-          deliveryCount: flight.deliveryCount, meta: task.meta ?? {}, worker: this.identity,
-          ...(softLimit !== undefined ? { softTimeLimitMs: softLimit * MS } : {}),
-          ...(hardLimit !== undefined ? { timeLimitMs: hardLimit * MS } : {}),
-        }, { progress: ctx.progress, log: (level, message, data) => ctx.log[level as "info"]?.(message, data) }, flight.signal);
-        if (!outcome.ok) {
-          const asked = retryRequest(outcome.error);
-          throw asked ? new RetryRequested(asked.delaySeconds, asked.reason) : new PooledFailure(outcome.error);
-        }
-        value = outcome.value;
+        value = await this.#runPooled(this.#pool, flight, args, ctx, softLimit, hardLimit);
       } else if (hardLimit !== undefined) {
         // Inline handlers cannot be killed: at the hard limit the worker stops waiting, fails the
         // task and frees the slot (the handler's promise is abandoned). Use a pool to end it for real.
-        value = await Promise.race([
-          reg.handler(args, ctx),
-          new Promise((_, reject) => {
-            hardTimer = setTimeout(() => {
-              flight.abort(new TimeLimitExceeded(task.id, hardLimit));
-              reject(new TimeLimitExceeded(task.id, hardLimit));
-            }, hardLimit * MS);
-          }),
-        ]);
+        value = await hardLimitRace(flight, reg.handler(args, ctx), hardLimit);
       } else {
         value = reg.handler(args, ctx);
         // Awaited only when it is a promise: a synchronous handler costs no turn of the microtask queue.
@@ -978,7 +961,6 @@ export class Worker implements AsyncDisposable {
       this.stats.failed++;
     } finally {
       clearTimeout(softTimer);
-      clearTimeout(hardTimer);
     }
     if (flight.settled) {
       // Its message was already returned to the queue (cold shutdown): the redelivered copy
@@ -993,6 +975,22 @@ export class Worker implements AsyncDisposable {
     } finally {
       this.#finishSlot(flight.queue);
     }
+  }
+
+  /** Runs the task in the pool; resolves with its value, throws what the handler threw. */
+  async #runPooled(pool: Pool, flight: InFlight, args: unknown, ctx: RunContext, softLimit: number | undefined, hardLimit: number | undefined): Promise<unknown> {
+    const { task } = flight;
+    const outcome = await pool.run({
+      id: task.id, task: task.task, args, queue: flight.queue, attempt: ctx.attempt, retries: ctx.retries,
+      deliveryCount: flight.deliveryCount, meta: task.meta ?? {}, worker: this.identity,
+      ...(softLimit !== undefined ? { softTimeLimitMs: softLimit * MS } : {}),
+      ...(hardLimit !== undefined ? { timeLimitMs: hardLimit * MS } : {}),
+    }, { progress: ctx.progress, log: (level, message, data) => ctx.log[level as "info"]?.(message, data) }, flight.signal);
+    if (!outcome.ok) {
+      const asked = retryRequest(outcome.error);
+      throw asked ? new RetryRequested(asked.delaySeconds, asked.reason) : new PooledFailure(outcome.error);
+    }
+    return outcome.value;
   }
 
   #finishSlot(queue: string): void {
@@ -1040,7 +1038,7 @@ export class Worker implements AsyncDisposable {
   /** Stores the record, replies to the caller, then acks. The ack never precedes the stored result. */
   async #storeAndAck(flight: InFlight, record: ResultRecord): Promise<void> {
     const client = this.#client!;
-    const body = encode({ kind: "result", ...record });
+    const { body, result } = encodeRecord(record, true, this.identity, this.#identityBytes);
     if (body.length > this.#maxPayload() - 1024 && record.state === STATE.success) {
       // Running it again would give the same too-large result: fail it for good, with the reason.
       const detail = `the result of task "${record.task}" is ${body.length} bytes, more than the server's max_payload (${this.#maxPayload()}): return a reference (an object-store key) instead`;
@@ -1068,9 +1066,8 @@ export class Worker implements AsyncDisposable {
       return;
     }
     const now = Date.now();
-    this.#events?.push(record.state === STATE.success
-      ? { type: EVENT.succeeded, id: record.id, task: record.task, queue: flight.queue, at: now, worker: this.identity.id, result: record.result, runtimeMs: now - (flight.startedAt ?? now) }
-      : record.state === STATE.revoked
+    if (record.state === STATE.success) this.#events?.succeeded(record.id, record.task, flight.queue, now, result ?? encode(record.result), now - (flight.startedAt ?? now));
+    else this.#events?.push(record.state === STATE.revoked
         ? { type: EVENT.revoked, id: record.id, task: record.task, queue: flight.queue, at: now, worker: this.identity.id, reason: record.error?.message ?? "revoked" }
         : { type: EVENT.failed, id: record.id, task: record.task, queue: flight.queue, at: now, worker: this.identity.id, error: record.error! });
     this.#finishFlight(flight, ACK.ack);
@@ -1335,6 +1332,23 @@ export function deliveryCountOf(reply: string): number {
   let start = 0;
   for (let k = 0; k < index; k++) start = reply.indexOf(".", start) + 1;
   return Number(reply.slice(start, reply.indexOf(".", start)));
+}
+
+/** Aborts the task's signal at its soft time limit. */
+function softLimitTimer(flight: InFlight, seconds: number): ReturnType<typeof setTimeout> {
+  return setTimeout(() => flight.abort(new SoftTimeLimitExceeded(flight.task.id, seconds)), seconds * MS);
+}
+
+/** `running`, or TimeLimitExceeded (and the task's signal aborted) at the hard time limit. */
+function hardLimitRace(flight: InFlight, running: unknown, seconds: number): Promise<unknown> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const limit = new Promise((_, reject) => {
+    timer = setTimeout(() => {
+      flight.abort(new TimeLimitExceeded(flight.task.id, seconds));
+      reject(new TimeLimitExceeded(flight.task.id, seconds));
+    }, seconds * MS);
+  });
+  return Promise.race([running, limit]).finally(() => clearTimeout(timer));
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {

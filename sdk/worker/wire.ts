@@ -1,0 +1,362 @@
+/**
+ * The worker's hot path on the wire: result records and task events written straight to
+ * MessagePack, byte for byte what `encode()` (msgpackr) writes for the same objects
+ * (docs/protocol.md §3; test/unit/worker_wire.test.ts compares them). msgpackr's generic object
+ * walk was the largest single cost of the drain benchmark: ~11 µs of worker CPU per task for one
+ * record and three events.
+ *
+ * Only ASCII strings and the numbers of these envelopes are written here; any other value (a
+ * handler's result, an error, a non-ASCII id) goes through `encode()` and is copied in.
+ */
+import type { NatsConnection } from "@nats-io/nats-core";
+import { headers as natsHeaders } from "@nats-io/nats-core";
+import type { AckedPublisher } from "../client/mod.ts";
+import { encode, EVENT, HEADER, PROTOCOL_VERSION, type ResultRecord, type TaskEvent } from "../protocol/mod.ts";
+
+/**
+ * Appends MessagePack to a buffer and hands out views of what it wrote. A view is never written
+ * again: when the buffer is full, the message being written moves to a new one.
+ */
+class Writer {
+  #buf: Uint8Array;
+  #view: DataView;
+  /** Where the next byte goes. */
+  pos = 0;
+  /** Where the message being written starts. */
+  #start = 0;
+
+  constructor(readonly size: number) {
+    this.#buf = new Uint8Array(size);
+    this.#view = new DataView(this.#buf.buffer);
+  }
+
+  /**
+   * Starts a message `reserve` bytes after the current position (room for a header written last),
+   * in a new buffer unless `room` bytes are free (so a message rarely has to move while written).
+   */
+  begin(reserve = 0, room = 1024): void {
+    if (this.#buf.length - this.pos < room + reserve) this.#renew(Math.max(this.size, room + reserve), 0);
+    this.#start = this.pos;
+    this.pos += reserve;
+  }
+
+  /** The message written since begin(); the next one starts after it. */
+  end(): Uint8Array {
+    const out = this.#buf.subarray(this.#start, this.pos);
+    this.#start = this.pos;
+    return out;
+  }
+
+  /** The current message's bytes `from`…`to` (offsets from its start), with no copy. */
+  slice(from: number, to: number): Uint8Array {
+    return this.#buf.subarray(this.#start + from, this.#start + to);
+  }
+
+  /** Offset of the next byte from the current message's start. */
+  get offset(): number {
+    return this.pos - this.#start;
+  }
+
+  /** Writes `byte` at offset `at` of the current message (a header reserved by begin()). */
+  patch(at: number, byte: number): void {
+    this.#buf[this.#start + at] = byte;
+  }
+
+  #room(n: number): void {
+    if (this.pos + n > this.#buf.length) this.#renew(Math.max(this.size, (this.pos - this.#start + n) * 2), this.pos - this.#start);
+  }
+
+  /** Moves the current message (its first `keep` bytes) to a new buffer of `size` bytes. */
+  #renew(size: number, keep: number): void {
+    const next = new Uint8Array(size);
+    next.set(this.#buf.subarray(this.#start, this.#start + keep));
+    this.#buf = next;
+    this.#view = new DataView(next.buffer);
+    this.#start = 0;
+    this.pos = keep;
+  }
+
+  /** A map 16 header: msgpackr writes one for every object, whatever its size. */
+  map(size: number): void {
+    this.#room(3);
+    const b = this.#buf;
+    b[this.pos] = 0xde;
+    b[this.pos + 1] = size >> 8;
+    b[this.pos + 2] = size & 0xff;
+    this.pos += 3;
+  }
+
+  /** A string: ASCII by hand, with the shortest header for its length; anything else by encode(). */
+  str(s: string): void {
+    const n = s.length;
+    this.#room(n + 5);
+    const b = this.#buf;
+    const header = n < 0x20 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
+    let p = this.pos + header;
+    for (let i = 0; i < n; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) return this.bytes(encode(s));
+      b[p++] = c;
+    }
+    const at = this.pos;
+    if (header === 1) b[at] = 0xa0 | n;
+    else if (header === 2) (b[at] = 0xd9), (b[at + 1] = n);
+    else if (header === 3) (b[at] = 0xda), this.#view.setUint16(at + 1, n);
+    else (b[at] = 0xdb), this.#view.setUint32(at + 1, n);
+    this.pos = p;
+  }
+
+  /** A number: fixints and floats by hand (epoch ms are floats), other integers by encode(). */
+  num(x: number): void {
+    if (x >>> 0 === x && x < 0x80) {
+      this.#room(1);
+      this.#buf[this.pos++] = x;
+    } else if (x >> 0 === x || x >>> 0 === x) {
+      this.bytes(encode(x));
+    } else {
+      this.#room(9);
+      this.#buf[this.pos] = 0xcb;
+      this.#view.setFloat64(this.pos + 1, x);
+      this.pos += 9;
+    }
+  }
+
+  /**
+   * Any value, as encode() writes it: plain data (objects, arrays, strings, numbers, booleans,
+   * null) by hand, anything else (undefined, Date, Map, BigInt, bytes, …) by encode().
+   */
+  value(v: unknown): void {
+    switch (typeof v) {
+      case "string":
+        return this.str(v);
+      case "number":
+        return this.num(v);
+      case "boolean":
+        this.#room(1);
+        this.#buf[this.pos++] = v ? 0xc3 : 0xc2;
+        return;
+      case "object":
+        if (v === null) {
+          this.#room(1);
+          this.#buf[this.pos++] = 0xc0;
+          return;
+        }
+        if (v.constructor === Object) return this.#object(v as Record<string, unknown>);
+        if (v.constructor === Array) return this.#array(v as unknown[]);
+    }
+    this.bytes(encode(v));
+  }
+
+  /** A plain object as msgpackr writes it: map 16, its own enumerable keys in for-in order. */
+  #object(o: Record<string, unknown>): void {
+    const at = this.offset;
+    this.map(0);
+    let size = 0;
+    for (const key in o) {
+      if (typeof o.hasOwnProperty !== "function" || (o as { hasOwnProperty(k: string): boolean }).hasOwnProperty(key)) {
+        this.str(key);
+        this.value(o[key]);
+        size++;
+      }
+    }
+    if (size > 0xffff) throw new Error(`an object of ${size} keys cannot be written with a map 16 header`);
+    this.patch(at + 1, size >> 8);
+    this.patch(at + 2, size & 0xff);
+  }
+
+  #array(a: unknown[]): void {
+    const n = a.length;
+    this.#room(5);
+    const b = this.#buf;
+    if (n < 0x10) b[this.pos++] = 0x90 | n;
+    else if (n < 0x10000) (b[this.pos] = 0xdc), this.#view.setUint16(this.pos + 1, n), (this.pos += 3);
+    else (b[this.pos] = 0xdd), this.#view.setUint32(this.pos + 1, n), (this.pos += 5);
+    for (let i = 0; i < n; i++) this.value(a[i]);
+  }
+
+  /** Copies `src`. */
+  bytes(src: Uint8Array): void {
+    this.#room(src.length);
+    this.#buf.set(src, this.pos);
+    this.pos += src.length;
+  }
+}
+
+/** Record bodies: one writer for the worker, in 64 KB buffers. */
+const records = new Writer(64 * 1024);
+
+/** A record as bytes, and where its `result` value lies in them (when it has one). */
+export interface EncodedRecord {
+  body: Uint8Array;
+  /** The `result` value's bytes, a view into `body`. */
+  result: Uint8Array | undefined;
+}
+
+/**
+ * Encodes `record` exactly as `encode(final ? { kind: "result", ...record } : record)` would (its
+ * keys in their own order). `worker`, when it is `identity`, is copied from `identityBytes`.
+ */
+export function encodeRecord(record: ResultRecord, final: boolean, identity?: object, identityBytes?: Uint8Array): EncodedRecord {
+  const w = records;
+  w.begin();
+  const r = record as unknown as Record<string, unknown>;
+  // A map 16 header has a fixed size: its count is written once the keys are counted.
+  w.map(0);
+  let size = 0;
+  if (final) (w.str("kind"), w.str("result"), size++);
+  let from = -1;
+  let to = -1;
+  for (const key in r) {
+    const v = r[key];
+    w.str(key);
+    size++;
+    if (key === "result") from = w.offset;
+    if (v === identity && identityBytes) w.bytes(identityBytes);
+    else w.value(v);
+    if (key === "result") to = w.offset;
+  }
+  w.patch(1, size >> 8);
+  w.patch(2, size & 0xff);
+  const result = from >= 0 ? w.slice(from, to) : undefined;
+  return { body: w.end(), result };
+}
+
+/** Bytes that start every batch: `{ v: PROTOCOL_VERSION, events: ` (the array header follows). */
+const BATCH_PREFIX = (() => {
+  const whole = encode({ v: PROTOCOL_VERSION, events: [] });
+  return whole.slice(0, whole.length - 1);
+})();
+/** Room before the first event for the prefix and the largest array header (array 32). */
+const RESERVE = BATCH_PREFIX.length + 5;
+
+/**
+ * The worker's task events, batched into one message per flush as the client's EventBuffer does
+ * (within `maxDelayMs`, at most `maxBatch` events), but written as bytes when they happen: the
+ * frequent events (received, started, succeeded) without an object; any other from its object.
+ */
+export class TaskEvents {
+  #w: Writer;
+  #count = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  readonly #inFlight = new Set<Promise<unknown>>();
+  /** The constant runs of the frequent events, each written in one copy. */
+  readonly #runs: {
+    received: Uint8Array;
+    started: Uint8Array;
+    succeeded: Uint8Array;
+    /** `"worker": <id>, "retries": ` */
+    retries: Uint8Array;
+    /** `"worker": <id>, "result": ` */
+    result: Uint8Array;
+  };
+  /** Events whose batch could not be stored after every retry; counted so operators can see it. */
+  dropped = 0;
+
+  constructor(
+    private readonly publisher: AckedPublisher,
+    private readonly subject: string,
+    private readonly nc: NatsConnection,
+    workerId: string,
+    private readonly maxBatch = 500,
+    private readonly maxDelayMs = 20,
+  ) {
+    const run = (size: number, ...parts: (string | number)[]) => {
+      const w = new Writer(256);
+      w.begin();
+      if (size > 0) w.map(size);
+      for (const part of parts) w.value(part);
+      return w.end();
+    };
+    this.#runs = {
+      received: run(7, "type", EVENT.received, "id"),
+      started: run(7, "type", EVENT.started, "id"),
+      succeeded: run(8, "type", EVENT.succeeded, "id"),
+      retries: run(0, "worker", workerId, "retries"),
+      result: run(0, "worker", workerId, "result"),
+    };
+    this.#w = new Writer(64 * 1024);
+    this.#w.begin(RESERVE);
+  }
+
+  /** `task-received` or `task-started`: `{ type, id, task, queue, at, worker, retries }`. */
+  state(type: typeof EVENT.received | typeof EVENT.started, id: string, task: string, queue: string, at: number, retries: number): void {
+    const w = this.#head(type === EVENT.received ? this.#runs.received : this.#runs.started, id, task, queue, at);
+    w.bytes(this.#runs.retries);
+    w.num(retries);
+    this.#added();
+  }
+
+  /** `task-succeeded`: `{ type, id, task, queue, at, worker, result, runtimeMs }`, `result` as bytes. */
+  succeeded(id: string, task: string, queue: string, at: number, result: Uint8Array, runtimeMs: number): void {
+    const w = this.#head(this.#runs.succeeded, id, task, queue, at);
+    w.bytes(this.#runs.result);
+    w.bytes(result);
+    w.str("runtimeMs");
+    w.num(runtimeMs);
+    this.#added();
+  }
+
+  /** Any other event, from its object. */
+  push(event: TaskEvent): void {
+    this.#w.value(event);
+    this.#added();
+  }
+
+  /** `{ type, id, task, queue, at, ` after `start` (the map header up to the key `id`). */
+  #head(start: Uint8Array, id: string, task: string, queue: string, at: number): Writer {
+    const w = this.#w;
+    w.bytes(start);
+    w.str(id);
+    w.str("task");
+    w.str(task);
+    w.str("queue");
+    w.str(queue);
+    w.str("at");
+    w.num(at);
+    return w;
+  }
+
+  #added(): void {
+    if (++this.#count >= this.maxBatch) this.flush();
+    else this.#timer ??= setTimeout(() => this.flush(), this.maxDelayMs);
+  }
+
+  /** Publishes what is queued now. */
+  flush(): void {
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+    const n = this.#count;
+    if (n === 0 || this.nc.isClosed()) return;
+    const body = this.#batch(n);
+    this.#count = 0;
+    // The next batch starts where it has room for one as large as this one and half again.
+    this.#w.begin(RESERVE, body.length + (body.length >> 1) + 1024);
+    // A batch id, so a batch re-sent after a lost acknowledgement is stored once.
+    const h = natsHeaders();
+    h.set(HEADER.msgId, `ev.${crypto.randomUUID()}`);
+    const p = this.publisher.publish(this.subject, body, h)
+      .catch(() => {
+        this.dropped += n;
+      })
+      .finally(() => this.#inFlight.delete(p));
+    this.#inFlight.add(p);
+  }
+
+  /** The batch of `n` events written so far: prefix and array header in the reserved room. */
+  #batch(n: number): Uint8Array {
+    const w = this.#w;
+    const header = n < 0x10 ? [0x90 | n] : n < 0x10000 ? [0xdc, n >> 8, n & 0xff] : [0xdd, n >>> 24, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff];
+    const first = RESERVE - header.length - BATCH_PREFIX.length;
+    for (let i = 0; i < BATCH_PREFIX.length; i++) w.patch(first + i, BATCH_PREFIX[i]!);
+    for (let i = 0; i < header.length; i++) w.patch(RESERVE - header.length + i, header[i]!);
+    return w.end().subarray(first);
+  }
+
+  /** Flushes and waits until every batch is stored (or given up). */
+  async close(): Promise<void> {
+    this.flush();
+    await Promise.all(this.#inFlight);
+  }
+}
