@@ -446,75 +446,26 @@ export type AckReply =
   | { stream: string; seq: number; duplicate: boolean; error?: undefined }
   | { error: { code?: number; description?: string } };
 
-const STREAM_KEY = UTF8.encode('{"stream":"');
-const SEQ_KEY = UTF8.encode('"seq":');
-const DUPLICATE_KEY = UTF8.encode('"duplicate":');
-const TRUE = UTF8.encode("true");
-/** The stream name of the last ack and its bytes: a client's acks name one or two streams. */
-let lastStream = "";
-let lastStreamBytes = new Uint8Array(0);
-
-function matches(d: Uint8Array, at: number, expected: Uint8Array): boolean {
-  if (at + expected.length > d.length) return false;
-  for (let i = 0; i < expected.length; i++) if (d[at + i] !== expected[i]) return false;
-  return true;
-}
-
-/** The index of the first byte at or after `i` that is not a space. */
-function skipSpaces(d: Uint8Array, i: number): number {
-  while (d[i] === 0x20) i++;
-  return i;
-}
-
-function streamName(d: Uint8Array, from: number, to: number): string {
-  const n = to - from;
-  if (n !== lastStreamBytes.length || !matches(d, from, lastStreamBytes)) {
-    lastStreamBytes = d.slice(from, to);
-    lastStream = DECODER.decode(lastStreamBytes);
-  }
-  return lastStream;
-}
+/**
+ * The two forms nats-server writes for a stored message: `{"stream":"<name>", "seq":<n>}` and
+ * `…,"duplicate": true}` (2.9 puts those spaces; others may not). At most 15 digits: exact as a
+ * double; longer numbers are left to JSON.parse.
+ */
+const STORED = /^\{"stream":"([^"\\]*)",\s*"seq":(\d{1,15})(,\s*"duplicate":\s*true)?\s*\}$/;
 
 /**
- * Reads a PubAck. The two forms nats-server writes for a stored message,
- * `{"stream":"<name>", "seq":<n>}` and `…,"duplicate": true}` (spaces optional), are read from
- * the bytes; anything else (errors, a domain, another order of fields) goes through JSON.parse.
- * Undefined when the body is not a JSON object.
+ * Reads a PubAck: the stored forms with one regular expression (measured 0.3 us against 0.5 for
+ * JSON.parse, and it compiles to far less than a hand-written parser, which counts in short runs);
+ * anything else (errors, a domain, another order of fields) with JSON.parse. Undefined when the
+ * body is not a JSON object.
  */
 export function parsePubAck(d: Uint8Array): AckReply | undefined {
-  const n = d.length;
-  if (matches(d, 0, STREAM_KEY)) {
-    let i = STREAM_KEY.length;
-    const from = i;
-    for (; i < n; i++) {
-      const c = d[i]!;
-      if (c === 0x22 || c === 0x5c || c < 0x20 || c >= 0x80) break;
-    }
-    const to = i;
-    if (d[i] === 0x22 && d[(i = skipSpaces(d, i + 1))] === 0x2c && matches(d, (i = skipSpaces(d, i + 1)), SEQ_KEY)) {
-      i = skipSpaces(d, i + SEQ_KEY.length);
-      const digits = i;
-      let seq = 0;
-      // At most 15 digits: exact as a double; longer numbers are left to JSON.parse.
-      for (; i < n && i - digits < 15; i++) {
-        const c = d[i]!;
-        if (c < 0x30 || c > 0x39) break;
-        seq = seq * 10 + (c - 0x30);
-      }
-      if (i > digits) {
-        i = skipSpaces(d, i);
-        let duplicate = false;
-        if (d[i] === 0x2c && matches(d, (i = skipSpaces(d, i + 1)), DUPLICATE_KEY) && matches(d, (i = skipSpaces(d, i + DUPLICATE_KEY.length)), TRUE)) {
-          duplicate = true;
-          i = skipSpaces(d, i + TRUE.length);
-        }
-        if (d[i] === 0x7d && i === n - 1) return { stream: streamName(d, from, to), seq, duplicate };
-      }
-    }
-  }
+  const text = DECODER.decode(d);
+  const m = STORED.exec(text);
+  if (m !== null) return { stream: m[1]!, seq: Number(m[2]), duplicate: m[3] !== undefined };
   let ack: unknown;
   try {
-    ack = JSON.parse(DECODER.decode(d));
+    ack = JSON.parse(text);
   } catch {
     return undefined;
   }
