@@ -23,8 +23,8 @@ try {
   await using client = await connect(); // closed (after what it sent was acknowledged) when this block ends
   // Arguments are checked against the signature's schema before anything is published; the
   // result is typed by its result schema: { imageId: string; width: number; bytes: number }.
-  // Without a `timeout` option, call() waits until a worker answers (Ctrl-C gives up).
-  const result = await client.call(thumbnail, { imageId, width: Number(width) });
+  // `timeout` bounds the wait for a worker's answer (without it, call() waits until one answers).
+  const result = await client.call(thumbnail, { imageId, width: Number(width) }, { timeout: 60_000 });
   console.log(`images.thumbnail ${result.imageId} at ${result.width} px: ${result.bytes} bytes`);
 } catch (err) {
   if (err instanceof InvalidArgumentsError) {

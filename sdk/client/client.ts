@@ -351,7 +351,7 @@ export class Client implements AsyncDisposable {
     try {
       handle = await this.send(target as string, args, { ...sendOptions, id });
     } catch (err) {
-      this.#dropWaiters(id);
+      this.#dropWaiters(id, err as Error);
       throw err;
     }
     return this.settleRecord(await waiting, handle.signature);
@@ -519,9 +519,16 @@ export class Client implements AsyncDisposable {
     }
   }
 
-  #dropWaiters(id: string): void {
+  /**
+   * Forgets the waiters of a task that was never sent, rejecting them with `reason`: rejecting
+   * clears their timers, so a call() whose send failed does not keep the process alive until its
+   * timeout would have passed.
+   */
+  #dropWaiters(id: string, reason: Error): void {
+    const list = this.#waiters.get(id) ?? [];
     this.#waiters.delete(id);
     this.#unsubscribeResult(id);
+    for (const w of list) w.reject(reason);
   }
 
   /** @internal validates a final record's result with the signature's result schema and settles it. */

@@ -33,6 +33,8 @@ describe("examples/scripts", { concurrency: RUNTIMES.length }, () => {
 
         const invalid = await run(runtime, "call.ts", "img-7", "8");
         exited(invalid, 2, "call.ts img-7 8");
+        // call.ts passes a 60 s timeout: a refused send must not leave its timer holding the process.
+        assert.ok(invalid.ms < 20_000, `call.ts took ${invalid.ms} ms to exit after a refused send`);
         assert.equal(invalid.stdout, "");
         assert.equal(invalid.stderr, 'refused before sending: invalid arguments for task "images.thumbnail": width: Invalid value: Expected >=16 but received 8\n');
 
