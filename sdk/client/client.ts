@@ -113,6 +113,13 @@ const ACCEPTED: Validation<unknown> = Object.freeze({ ok: true, value: undefined
 
 /** Results replied to this client but not yet asked for are kept this long (bounded count). */
 const MAX_UNCLAIMED_RESULTS = 100_000;
+/**
+ * A final record this client received by reply answers its own status() for this long: the worker
+ * replies before it stores (docs/protocol.md §11), and a caller that just got a result expects
+ * status() to agree, as Celery's AsyncResult.state does after get().
+ */
+const SETTLED_FRESH_MS = 10_000;
+const MAX_SETTLED_RESULTS = 1_000;
 
 /**
  * Connects to NATS with settings from the file named by CELERITY_SETTINGS, then the environment,
@@ -141,6 +148,8 @@ export class Client implements AsyncDisposable {
   readonly #replySub: Subscription;
   readonly #waiters = new Map<string, Waiter[]>();
   readonly #unclaimed = new Map<string, ResultRecord>();
+  /** Final records recently handed to waiters, with when (see SETTLED_FRESH_MS). */
+  readonly #settled = new Map<string, { record: ResultRecord; at: number }>();
   readonly #progressListeners = new Map<string, Set<(p: unknown) => void>>();
   readonly #progressSubs = new Map<string, Subscription>();
   readonly #kvSubs = new Map<string, Subscription>();
@@ -367,7 +376,7 @@ export class Client implements AsyncDisposable {
 
   /** The current state of task `id`: its stored record, or PENDING when none is stored. */
   async status(id: string): Promise<TaskStatus> {
-    const record = this.#unclaimed.get(id) ?? (await this.getRecord(id));
+    const record = this.#unclaimed.get(id) ?? this.#freshlySettled(id) ?? (await this.getRecord(id));
     return record ? { id, state: record.state, record } : { id, state: STATE.pending };
   }
 
@@ -489,6 +498,8 @@ export class Client implements AsyncDisposable {
     if (list) {
       this.#waiters.delete(record.id);
       this.#unsubscribeResult(record.id);
+      if (this.#settled.size >= MAX_SETTLED_RESULTS) this.#settled.delete(this.#settled.keys().next().value!);
+      this.#settled.set(record.id, { record, at: Date.now() });
       for (const w of list) w.resolve(record);
       return;
     }
@@ -498,6 +509,14 @@ export class Client implements AsyncDisposable {
       if (oldest !== undefined) this.#unclaimed.delete(oldest);
     }
     this.#unclaimed.set(record.id, record);
+  }
+
+  #freshlySettled(id: string): ResultRecord | undefined {
+    const entry = this.#settled.get(id);
+    if (!entry) return undefined;
+    if (Date.now() - entry.at < SETTLED_FRESH_MS) return entry.record;
+    this.#settled.delete(id);
+    return undefined;
   }
 
   #unsubscribeResult(id: string): void {
