@@ -49,7 +49,7 @@ import { EternalRunner, type EternalContext, type EternalOptions, type EternalSt
 import type { HandlerRegistry } from "./handlers.ts";
 import { createLogger, type Logger, type LogLevel } from "./logger.ts";
 import { copyHeaders } from "./headers.ts";
-import { encodeRecord, TaskEvents } from "./wire.ts";
+import { deliveryCountOf, encodeRecord, TaskEvents } from "./wire.ts";
 import { QueuePuller } from "./puller.ts";
 import { ensurePriorityConsumers, PriorityPuller, PRIORITY_LEVELS } from "./priority_puller.ts";
 import { Revocations } from "./revocations.ts";
@@ -1316,22 +1316,6 @@ export class WorkerShutdownError extends Error {
   constructor() {
     super("the worker is shutting down; the task will be redelivered");
   }
-}
-
-/**
- * `parseAckSubject(reply)?.deliveryCount ?? 1`, read without splitting the subject into tokens
- * and an object (this runs for every message).
- */
-export function deliveryCountOf(reply: string): number {
-  if (!reply.startsWith("$JS.ACK.")) return 1;
-  let tokens = 1;
-  for (let i = 0; i < reply.length; i++) if (reply.charCodeAt(i) === 46) tokens++;
-  // `<delivered>` is token 4 of the 9-token form, token 6 of the form with domain and account hash.
-  const index = tokens === 9 ? 4 : tokens >= 12 ? 6 : -1;
-  if (index < 0) return 1;
-  let start = 0;
-  for (let k = 0; k < index; k++) start = reply.indexOf(".", start) + 1;
-  return Number(reply.slice(start, reply.indexOf(".", start)));
 }
 
 /** Aborts the task's signal at its soft time limit. */

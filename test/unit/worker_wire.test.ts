@@ -4,8 +4,8 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { decodeEventBatch, encode, EVENT, PROTOCOL_VERSION, STATE, type ResultRecord, type TaskEvent } from "../../sdk/protocol/mod.ts";
-import { encodeRecord, TaskEvents } from "../../sdk/worker/wire.ts";
+import { decodeEventBatch, encode, EVENT, parseAckSubject, PROTOCOL_VERSION, STATE, type ResultRecord, type TaskEvent } from "../../sdk/protocol/mod.ts";
+import { deliveryCountOf, encodeRecord, TaskEvents } from "../../sdk/worker/wire.ts";
 import type { AckedPublisher } from "../../sdk/client/mod.ts";
 import type { NatsConnection } from "@nats-io/nats-core";
 
@@ -101,4 +101,20 @@ test("worker wire - TaskEvents flushes within its delay, and counts a batch it c
   lost.state(EVENT.started, "a", "t", "q", 1, 0);
   await lost.close();
   assert.equal(lost.dropped, 2);
+});
+
+test("worker wire - deliveryCountOf reads what parseAckSubject reads", () => {
+  const subjects = [
+    "$JS.ACK.celerity_tasks.q-default.1.2.3.1795425149037000000.5",
+    "$JS.ACK.celerity_tasks.q-default.12.2.3.1795425149037000000.0",
+    "$JS.ACK.dom.hash.celerity_tasks.q-default.3.2.3.1795425149037000000.5.tok",
+    "$JS.ACK.dom.hash.s.c.7.2.3.179.5.tok.x.y",
+    "$JS.ACK.a.b.c",
+    "$JS.ACK.s.c..2.3.4.5",
+    "$JS.ACK.s.c.x.2.3.4.5",
+    "$JS.ACK.a.b.c.d.e.f.g.h.i.j",
+    "_INBOX.x",
+    "",
+  ];
+  for (const s of subjects) assert.ok(Object.is(deliveryCountOf(s), parseAckSubject(s)?.deliveryCount ?? 1), s);
 });
