@@ -33,6 +33,9 @@ type Seen = { handler: string; type: string; payload: unknown; taskId: string; a
 function registry(seen: Seen[]) {
   const handlers = new HandlerRegistry();
   const record = (name: string) => (payload: unknown, ctx: HandlerContext) => {
+    // The task context's members reach the handler, the lazy ones (signal, log) included.
+    assert.ok(ctx.signal instanceof AbortSignal && !ctx.signal.aborted && typeof ctx.log.info === "function");
+    assert.ok(typeof ctx.retry === "function" && typeof ctx.progress === "function" && ctx.worker.id !== "");
     seen.push({ handler: name, type: ctx.packet.type, payload, taskId: ctx.id, attempt: ctx.attempt });
   };
   handlers.handler("gcn", ["FERMI_GBM_GND_POS", "FERMI_GBM_FIN_POS"], function handleFermi(payload, ctx) {
