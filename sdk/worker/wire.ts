@@ -107,19 +107,32 @@ class Writer {
     this.pos = p;
   }
 
-  /** A number: fixints and floats by hand (epoch ms are floats), other integers by encode(). */
+  /**
+   * A number as msgpackr writes it (no float 32): 32-bit integers in their shortest form (positive
+   * fixints up to 127, as with `useRecords: false`), anything else as a float 64 (epoch ms too).
+   */
   num(x: number): void {
-    if (x >>> 0 === x && x < 0x80) {
-      this.#room(1);
-      this.#buf[this.pos++] = x;
-    } else if (x >> 0 === x || x >>> 0 === x) {
-      this.bytes(encode(x));
+    this.#room(9);
+    const b = this.#buf;
+    const v = this.#view;
+    const at = this.pos;
+    let n: number;
+    if (x >>> 0 === x) {
+      if (x < 0x80) (b[at] = x), (n = 1);
+      else if (x < 0x100) (b[at] = 0xcc), (b[at + 1] = x), (n = 2);
+      else if (x < 0x10000) (b[at] = 0xcd), v.setUint16(at + 1, x), (n = 3);
+      else (b[at] = 0xce), v.setUint32(at + 1, x), (n = 5);
+    } else if (x >> 0 === x) {
+      if (x >= -0x20) (b[at] = 0x100 + x), (n = 1);
+      else if (x >= -0x80) (b[at] = 0xd0), (b[at + 1] = x + 0x100), (n = 2);
+      else if (x >= -0x8000) (b[at] = 0xd1), v.setInt16(at + 1, x), (n = 3);
+      else (b[at] = 0xd2), v.setInt32(at + 1, x), (n = 5);
     } else {
-      this.#room(9);
-      this.#buf[this.pos] = 0xcb;
-      this.#view.setFloat64(this.pos + 1, x);
-      this.pos += 9;
+      b[at] = 0xcb;
+      v.setFloat64(at + 1, x);
+      n = 9;
     }
+    this.pos = at + n;
   }
 
   /**
