@@ -57,11 +57,6 @@ export function ackTimeoutMs(settings: Settings): number {
   return Math.min(settings.requestTimeout, 5_000);
 }
 
-/** The servers to try, in order, and how they are named in messages. */
-export function serversOf(settings: Settings): string[] {
-  return settings.servers?.length ? settings.servers : ["nats://127.0.0.1:4222"];
-}
-
 /** Wrong credentials or permissions will not fix themselves: such a refusal is not retried. */
 export function isLoginRefusal(message: string): boolean {
   return /authori[sz]ation|authentication|permission|credentials|nkey|jwt/i.test(message);

@@ -26,7 +26,7 @@ import {
   type WorkerIdentity,
 } from "../protocol/mod.ts";
 import { isSignature, taskMessage, validate, type AnySignature } from "../signatures/mod.ts";
-import { loadSettings, type Settings, type SettingsInput } from "../settings/mod.ts";
+import { loadSettings, serverList, type Settings, type SettingsInput } from "../settings/mod.ts";
 import { environment, hostIdentity, readTextFile } from "../transport/mod.ts";
 import {
   ackTimeoutMs,
@@ -36,7 +36,6 @@ import {
   notAcknowledged,
   oneLine,
   ReportError,
-  serversOf,
   sleep,
   withDeadline,
   type Delivery,
@@ -99,7 +98,7 @@ export async function report(what: Report, options: ReportOptions = {}): Promise
  * dropped; a result stored twice is the same value.
  */
 async function deliverDirect(d: Delivery): Promise<ReportOutcome> {
-  const servers = serversOf(d.settings);
+  const servers = serverList(d.settings);
   const login = directLogin(d.settings);
   const tls: DirectTls | undefined = d.settings.tls === true ? {} : d.settings.tls;
   let attempts = 0;

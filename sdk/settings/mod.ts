@@ -29,6 +29,10 @@ export {
   type SettingsInput,
   /** The valibot schema itself, for tools that generate docs or JSON Schema from it. */
   settingsSchema,
+  /** Where a client connects when no server is configured. */
+  DEFAULT_SERVERS,
+  /** The servers to try, in order: the configured ones, else DEFAULT_SERVERS. */
+  serverList,
 } from "./schema.ts";
 export {
   /** Loads defaults < file < environment < code into resolved settings. */

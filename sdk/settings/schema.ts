@@ -216,6 +216,14 @@ export const settingsSchema = v.strictObject(
 /** Fully-resolved settings: every default applied, `servers` always a list when present. */
 export type Settings = v.InferOutput<typeof settingsSchema>;
 
+/** Where a client connects when no server is configured: NATS's default port on this machine. */
+export const DEFAULT_SERVERS: readonly string[] = ["nats://127.0.0.1:4222"];
+
+/** The servers to try, in order: the configured ones, else {@link DEFAULT_SERVERS}. */
+export function serverList(settings: Pick<Settings, "servers">): string[] {
+  return [...(settings.servers?.length ? settings.servers : DEFAULT_SERVERS)];
+}
+
 /** Settings as a file, the environment or code may give them: every key optional. */
 export type SettingsInput = v.InferInput<typeof settingsSchema>;
 

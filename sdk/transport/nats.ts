@@ -1,13 +1,13 @@
 /** nats.js connections from resolved settings (the client's and the worker's connection). */
 import { connect as natsConnect } from "@nats-io/transport-node";
 import { credsAuthenticator, nkeyAuthenticator, type ConnectionOptions, type NatsConnection } from "@nats-io/nats-core";
-import type { Settings } from "../settings/mod.ts";
+import { serverList, type Settings } from "../settings/mod.ts";
 import { readTextFile } from "./system.ts";
 
 /** Translates resolved settings into nats.js connection options. */
 export function connectionOptions(settings: Settings): ConnectionOptions {
   const opts: ConnectionOptions = {
-    servers: settings.servers && settings.servers.length > 0 ? settings.servers : ["nats://127.0.0.1:4222"],
+    servers: serverList(settings),
     timeout: settings.connectTimeout,
     maxReconnectAttempts: settings.reconnect.maxAttempts,
     reconnectTimeWait: settings.reconnect.waitMs,
