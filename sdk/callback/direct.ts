@@ -44,22 +44,25 @@ interface Waiter {
 
 /** One connection to one server; see the module comment. */
 export class DirectLink {
-  readonly #socket: ByteSocket;
+  #socket!: ByteSocket;
   readonly #inbox = `_INBOX.${crypto.randomUUID().replaceAll("-", "")}`;
   readonly #replies = new Map<string, { resolve: (r: Reply) => void; reject: (err: Error) => void }>();
   #pongs: Waiter[] = [];
-  #info: { resolve: (info: Record<string, unknown>) => void; reject: (err: Error) => void } | undefined;
-  /** The server's INFO when it came before open() waited for it (the socket may hold it already). */
-  #infoReceived: Record<string, unknown> | undefined;
+  /** The server's INFO line, the first thing it sends. */
+  readonly #info: Promise<Record<string, unknown>>;
+  #gotInfo!: (info: Record<string, unknown>) => void;
+  #noInfo!: (err: Error) => void;
   #buffer: Uint8Array = EMPTY;
   #seq = 0;
   #serverError: string | undefined;
   #closed: Error | undefined;
 
-  private constructor(socket: ByteSocket) {
-    this.#socket = socket;
-    socket.onData((chunk) => this.#onData(chunk));
-    socket.onClose((err) => this.#onClose(err));
+  private constructor() {
+    this.#info = new Promise((resolve, reject) => {
+      this.#gotInfo = resolve;
+      this.#noInfo = reject;
+    });
+    this.#info.catch(() => {}); // read by open(); a failure before then is reported there
   }
 
   /**
@@ -69,8 +72,9 @@ export class DirectLink {
    */
   static async open(url: string, login: DirectLogin, timeoutMs: number, tls?: DirectTls): Promise<DirectLink> {
     const server = parseServer(url);
-    const socket = await dialTcp(server.host, server.port, timeoutMs);
-    const link = new DirectLink(socket);
+    const link = new DirectLink();
+    const socket = await dialTcp(server.host, server.port, timeoutMs, { data: (chunk) => link.#onData(chunk), close: (err) => link.#onClose(err) });
+    link.#socket = socket;
     const timer = setTimeout(() => link.#fail(new Error(`no answer from ${server.host}:${server.port} within ${timeoutMs} ms`)), timeoutMs);
     try {
       let secured = false;
@@ -78,7 +82,7 @@ export class DirectLink {
         await socket.startTls(tls);
         secured = true;
       }
-      const info = link.#infoReceived ?? (await new Promise<Record<string, unknown>>((resolve, reject) => (link.#info = { resolve, reject })));
+      const info = await link.#info;
       // TLS when the server requires it (with the system's CAs unless files are given) or we do.
       if (!secured && (info.tls_required === true || tls || server.tls)) await socket.startTls(tls ?? {});
       const connect: Record<string, unknown> = {
@@ -201,11 +205,7 @@ export class DirectLink {
     if (line === "PING") this.#write(encoder.encode("PONG\r\n"));
     else if (line === "PONG") (this.#pongs.shift()?.resolve as (() => void) | undefined)?.();
     else if (line.startsWith("INFO ")) {
-      const info = JSON.parse(line.slice(5)) as Record<string, unknown>;
-      const waiting = this.#info;
-      this.#info = undefined;
-      if (waiting) waiting.resolve(info);
-      else this.#infoReceived ??= info;
+      this.#gotInfo(JSON.parse(line.slice(5)) as Record<string, unknown>); // later INFOs (cluster updates) change nothing
     } else if (line.startsWith("-ERR")) {
       // e.g. -ERR 'Authorization Violation' or 'Permissions Violation for Publish to …'. The server
       // closes the connection after most of them; a one-shot report has nothing to gain from
@@ -222,8 +222,7 @@ export class DirectLink {
   #fail(err: Error): void {
     if (this.#closed) return;
     this.#closed = err;
-    this.#info?.reject(err);
-    this.#info = undefined;
+    this.#noInfo(err);
     for (const w of this.#pongs) w.reject(err);
     this.#pongs = [];
     for (const r of this.#replies.values()) r.reject(err);

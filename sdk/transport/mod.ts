@@ -8,4 +8,4 @@
  */
 export { environment, hostIdentity, onTerminationSignals, processMemory, readTextFile } from "./system.ts";
 export { connectionOptions, openConnection } from "./nats.ts";
-export { dialTcp, type ByteSocket, type TlsFiles } from "./socket.ts";
+export { dialTcp, type ByteSocket, type SocketListener, type TlsFiles } from "./socket.ts";

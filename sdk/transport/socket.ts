@@ -14,11 +14,16 @@ export interface TlsFiles {
   keyFile?: string;
 }
 
-/** One connection. `onClose` fires once, with the socket error if there was one. */
+/** Where a connection's bytes and its end go; given to {@link dialTcp} so nothing arrives unheard. */
+export interface SocketListener {
+  data(chunk: Uint8Array): void;
+  /** Called once, with the socket error if there was one. */
+  close(err?: Error): void;
+}
+
+/** One connection, plain or upgraded to TLS; what it receives goes to its {@link SocketListener}. */
 export interface ByteSocket {
   write(data: Uint8Array): void;
-  onData(listener: (chunk: Uint8Array) => void): void;
-  onClose(listener: (err?: Error) => void): void;
   /** Upgrades the connection to TLS in place (NATS servers ask for it in their INFO line). */
   startTls(tls: TlsFiles): Promise<void>;
   /**
@@ -29,8 +34,11 @@ export interface ByteSocket {
   end(): void;
 }
 
-/** Connects to host:port; rejects on a refused connection or after `timeoutMs`. */
-export function dialTcp(host: string, port: number, timeoutMs: number): Promise<ByteSocket> {
+/**
+ * Connects to host:port; rejects on a refused connection or after `timeoutMs`. The listener is
+ * attached before the promise resolves: Deno can deliver the server's first line that early.
+ */
+export function dialTcp(host: string, port: number, timeoutMs: number, listener: SocketListener): Promise<ByteSocket> {
   return new Promise((resolve, reject) => {
     const socket = netConnect({ host, port });
     const timer = setTimeout(() => {
@@ -46,43 +54,29 @@ export function dialTcp(host: string, port: number, timeoutMs: number): Promise<
       clearTimeout(timer);
       socket.off("error", refused);
       socket.setNoDelay(true);
-      resolve(new Connection(socket, host, timeoutMs));
+      resolve(new Connection(socket, host, timeoutMs, listener));
     });
   });
 }
 
-/** The socket in use (the TCP one, then the TLS one over it) with the listeners moved along. */
+/** The socket in use (the TCP one, then the TLS one over it), feeding one listener. */
 class Connection implements ByteSocket {
   #socket: Socket;
   #failure: Error | undefined;
   #closed = false;
-  readonly #data: ((chunk: Uint8Array) => void)[] = [];
-  /** Bytes that came before anyone listened (Deno can deliver the server's first line that early). */
-  #early: Uint8Array[] = [];
-  readonly #close: ((err?: Error) => void)[] = [];
-  readonly #host: string;
-  readonly #timeoutMs: number;
 
-  constructor(socket: Socket, host: string, timeoutMs: number) {
+  constructor(
+    socket: Socket,
+    private readonly host: string,
+    private readonly timeoutMs: number,
+    private readonly listener: SocketListener,
+  ) {
     this.#socket = socket;
-    this.#host = host;
-    this.#timeoutMs = timeoutMs;
     this.#attach(socket);
   }
 
   write(data: Uint8Array): void {
     this.#socket.write(data);
-  }
-
-  onData(listener: (chunk: Uint8Array) => void): void {
-    this.#data.push(listener);
-    const early = this.#early;
-    this.#early = [];
-    for (const chunk of early) listener(chunk);
-  }
-
-  onClose(listener: (err?: Error) => void): void {
-    this.#close.push(listener);
   }
 
   end(): void {
@@ -99,7 +93,7 @@ class Connection implements ByteSocket {
     plain.on("error", () => {}); // the TLS socket reports what matters
     const secure = tlsConnect({
       socket: plain,
-      ...(isIP(this.#host) ? {} : { servername: this.#host }),
+      ...(isIP(this.host) ? {} : { servername: this.host }),
       ...(files.caFile ? { ca: readFileSync(files.caFile) } : {}),
       ...(files.certFile ? { cert: readFileSync(files.certFile) } : {}),
       ...(files.keyFile ? { key: readFileSync(files.keyFile) } : {}),
@@ -107,25 +101,22 @@ class Connection implements ByteSocket {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         secure.destroy();
-        reject(new Error(`no TLS handshake with ${this.#host} within ${this.#timeoutMs} ms`));
-      }, this.#timeoutMs);
+        reject(new Error(`no TLS handshake with ${this.host} within ${this.timeoutMs} ms`));
+      }, this.timeoutMs);
       secure.once("secureConnect", () => (clearTimeout(timer), resolve()));
-      secure.once("error", (err) => (clearTimeout(timer), reject(new Error(`TLS handshake with ${this.#host} failed: ${err.message}`))));
+      secure.once("error", (err) => (clearTimeout(timer), reject(new Error(`TLS handshake with ${this.host} failed: ${err.message}`))));
     });
     this.#socket = secure;
     this.#attach(secure);
   }
 
   #attach(socket: Socket): void {
-    socket.on("data", (chunk: Uint8Array) => {
-      if (this.#data.length === 0) this.#early.push(chunk);
-      for (const l of this.#data) l(chunk);
-    });
+    socket.on("data", (chunk: Uint8Array) => this.listener.data(chunk));
     socket.on("error", (err) => (this.#failure = err));
     socket.once("close", () => {
       if (this.#closed) return;
       this.#closed = true;
-      for (const l of this.#close) l(this.#failure);
+      this.listener.close(this.#failure);
     });
   }
 }
