@@ -72,6 +72,16 @@ export function notAcknowledged(d: Delivery): string {
   return `the server did not acknowledge ${d.prepared.what} within ${d.deadlineMs} ms`;
 }
 
+/**
+ * Waits for the report's `required` acknowledgement until the deadline, then gives the task event
+ * (for monitors: best effort) at most a moment more. Both ways of delivering end here.
+ */
+export async function settle(d: Delivery, required: Promise<unknown>, event: Promise<unknown> | undefined): Promise<void> {
+  event?.catch(() => {});
+  await withDeadline(required, d.deadline, () => notAcknowledged(d));
+  if (event) await withDeadline(event, Math.min(Date.now() + 2_000, d.deadline), () => "event not acknowledged").catch(() => {});
+}
+
 /** Races `p` against the deadline; the loser is ignored. */
 export function withDeadline<T>(p: Promise<T>, deadline: number, message: () => string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;

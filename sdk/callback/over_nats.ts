@@ -8,9 +8,8 @@ import { AckedPublisher } from "../client/mod.ts";
 import {
   ackTimeoutMs,
   DeliveryError,
-  notAcknowledged,
   oneLine,
-  withDeadline,
+  settle,
   type Delivery,
   type ReportOutcome,
 } from "./delivery.ts";
@@ -32,11 +31,7 @@ export async function deliverOverNats(d: Delivery, nc: NatsConnection): Promise<
       nc.publish(prepared.subject, prepared.body);
       required = nc.flush();
     }
-    const event = d.event ? publisher.publish(d.event.subject, d.event.body) : undefined;
-    // The event is for monitors: best effort, and never worth more than a moment past the report.
-    event?.catch(() => {});
-    await withDeadline(required, d.deadline, () => notAcknowledged(d));
-    if (event) await withDeadline(event, Math.min(Date.now() + 2_000, d.deadline), () => "event not acknowledged").catch(() => {});
+    await settle(d, required, d.event ? publisher.publish(d.event.subject, d.event.body) : undefined);
     return { id: prepared.id, attempts: 0, ms: Date.now() - d.started };
   } catch (err) {
     if (err instanceof DeliveryError) throw err;

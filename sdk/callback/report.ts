@@ -36,8 +36,8 @@ import {
   notAcknowledged,
   oneLine,
   ReportError,
+  settle,
   sleep,
-  withDeadline,
   type Delivery,
   type Prepared,
   type ReportOutcome,
@@ -154,11 +154,7 @@ async function deliverOn(link: DirectLink, d: Delivery): Promise<void> {
     link.publish(prepared.subject, prepared.body);
     required = link.flush(timeout);
   }
-  // The event is for monitors: best effort, and never worth more than a moment past the report.
-  const event = d.event ? link.request(d.event.subject, d.event.body, undefined, timeout).catch(() => {}) : undefined;
-  required.catch(() => {});
-  await withDeadline(required, d.deadline, () => notAcknowledged(d));
-  if (event) await withDeadline(event, Math.min(Date.now() + 2_000, d.deadline), () => "event not acknowledged").catch(() => {});
+  await settle(d, required, d.event ? link.request(d.event.subject, d.event.body, undefined, timeout) : undefined);
 }
 
 /** The login of the settings, for the direct link. nkeys is loaded only when a key signs. */
