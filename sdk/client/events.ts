@@ -3,15 +3,13 @@
  * sees every state change without costing the hot path one stored message per change.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
-import { encode, HEADER, PROTOCOL_VERSION, type TaskEvent } from "../protocol/mod.ts";
+import { HEADER, PROTOCOL_VERSION, type TaskEvent } from "../protocol/mod.ts";
 import type { AckedPublisher } from "./publisher.ts";
 import { encodeEventBatch, fixedHeaders, randomTaskId } from "./wire.ts";
 
 /** Collects events and publishes them in batches through an {@link AckedPublisher}. */
 export class EventBuffer {
   #events: Array<TaskEvent | Uint8Array> = [];
-  /** Whether the queued events include encoded ones (the client's task-sent events). */
-  #encoded = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #microtask = false;
   readonly #inFlight = new Set<Promise<unknown>>();
@@ -32,11 +30,10 @@ export class EventBuffer {
    */
   push(event: TaskEvent | Uint8Array): void {
     this.#events.push(event);
-    if (event instanceof Uint8Array) this.#encoded = true;
     if (this.#events.length >= this.maxBatch) this.flush();
     else if (this.#timer === undefined && !this.#microtask) {
       if (this.maxDelayMs === 0) {
-        // Same-tick batching only: a client's task-sent event should not trail the worker's events.
+        // maxDelayMs 0: a batch holds only what is pushed in the same tick (the client now uses 20).
         this.#microtask = true;
         queueMicrotask(() => {
           this.#microtask = false;
@@ -56,9 +53,9 @@ export class EventBuffer {
     }
     if (this.#events.length === 0 || this.nc.isClosed()) return;
     const events = this.#events;
-    const body = this.#encoded ? encodeEventBatch(PROTOCOL_VERSION, events) : encode({ v: PROTOCOL_VERSION, events });
+    // Writes encoded events as they are and encodes the others: the same bytes as encode().
+    const body = encodeEventBatch(PROTOCOL_VERSION, events);
     this.#events = [];
-    this.#encoded = false;
     // A batch id, so a batch re-sent after a lost acknowledgement is stored once.
     const h = fixedHeaders(HEADER.msgId, `ev.${randomTaskId()}`);
     const p = this.publisher
