@@ -108,8 +108,6 @@ const STORED_RESULT_POLL_BATCH = 200;
 
 /** The options of a send() given none. */
 const NO_OPTIONS: SendOptions = Object.freeze({});
-/** The validation of arguments without a schema: accepted as they are. */
-const ACCEPTED: Validation<unknown> = Object.freeze({ ok: true, value: undefined });
 
 /** Results replied to this client but not yet asked for are kept this long (bounded count). */
 const MAX_UNCLAIMED_RESULTS = 100_000;
@@ -261,7 +259,7 @@ export class Client implements AsyncDisposable {
       const sig = isSignature(target) ? target : undefined;
       const name = sig ? sig.name : (target as string);
       if (!sig) assertTaskName(name);
-      const checked = sig?.args === undefined ? ACCEPTED : validate(sig.args, args);
+      const checked = validate(sig?.args, args);
       if (checked instanceof Promise) return checked.then((c) => this.#publishTask(sig, name, args, c, options));
       return this.#publishTask(sig, name, args, checked, options);
     } catch (err) {
