@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { freePort, NatsServer } from "../../sdk/testing/mod.ts";
-import { eventually, freshNamespace } from "./helpers.ts";
+import { eventually, finished, freshNamespace, type ProcessRun } from "./helpers.ts";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
 /** The CLI from source (whatever dist/ holds); bin/celerity.mjs is checked on its own below. */
@@ -19,35 +19,7 @@ after(async () => {
   await server?.stop();
 });
 
-interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Collects a child's output and resolves when it exits (killing it after `timeoutMs`). */
-function finished(child: ChildProcess, timeoutMs: number): Promise<Run> {
-  let stdout = "";
-  let stderr = "";
-  child.stdout?.setEncoding("utf8").on("data", (d: string) => (stdout += d));
-  child.stderr?.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`the CLI did not exit within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, timeoutMs);
-    child.on("error", reject);
-    child.on("exit", (code, signal) => {
-      clearTimeout(timer);
-      // "exit" may come before the pipes are drained: wait for them to close.
-      let open = [child.stdout, child.stderr].filter((s) => s && !s.closed).length;
-      const done = () => resolve({ code, signal, stdout, stderr });
-      if (open === 0) return done();
-      for (const s of [child.stdout, child.stderr]) s?.on("close", () => --open === 0 && done());
-    });
-  });
-}
+type Run = ProcessRun;
 
 /** Runs `celerity <args>` to completion. */
 function cli(args: string[], timeoutMs = 20_000): Promise<Run> {

@@ -1,7 +1,7 @@
 /** `celerity workers`: a fleet of real worker processes under a real supervisor, against a real nats-server. */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -9,35 +9,13 @@ import { fileURLToPath } from "node:url";
 import type { Client } from "../../sdk/client/mod.ts";
 import { NatsServer } from "../../sdk/testing/mod.ts";
 import { add } from "../fixtures/signatures.ts";
-import { client as connectClient, eventually, freshNamespace } from "./helpers.ts";
+import { client as connectClient, eventually, finished, freshNamespace, type ProcessRun } from "./helpers.ts";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
 const CLI = ["--import", "tsx", "sdk/cli/run.ts"];
 const env = { ...process.env, CELERITY_SETTINGS: "", NO_COLOR: "1" };
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function finished(child: ChildProcess, timeoutMs: number): Promise<Run> {
-  let stdout = "";
-  let stderr = "";
-  child.stdout?.setEncoding("utf8").on("data", (d: string) => (stdout += d));
-  child.stderr?.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`the CLI did not exit within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, timeoutMs);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+type Run = ProcessRun;
 
 function cli(args: string[], timeoutMs = 30_000): Promise<Run> {
   // stdout/stderr of a detached supervisor go to its log file, so the pipes close when `up` returns.

@@ -1,29 +1,15 @@
 /** Helpers for integration tests: a fresh namespace per test, so files and tests never collide. */
 import { after, before } from "node:test";
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { NatsServer } from "../../sdk/testing/mod.ts";
-import { connect, type Client, type ConnectOptions } from "../../sdk/client/mod.ts";
 import { Worker, type WorkerOptions } from "../../sdk/worker/mod.ts";
 import registerExampleTasks from "../../examples/tasks/worker.ts";
+import { freshNamespace, testOptions } from "./basics.ts";
 
-let counter = 0;
-/** A namespace no other test uses. */
-export function freshNamespace(prefix = "t"): string {
-  return `${prefix}${process.pid}x${++counter}${Math.random().toString(36).slice(2, 6)}`;
-}
-
-/** Options every test client/worker gets: the test server, a fresh namespace, no settings file. */
-export function testOptions(server: NatsServer, namespace: string): ConnectOptions {
-  return { servers: [server.url], namespace, file: undefined };
-}
-
-/** Connects a client to the test server in `namespace`. */
-export function client(server: NatsServer, namespace: string, extra: ConnectOptions = {}): Promise<Client> {
-  return connect({ ...testOptions(server, namespace), ...extra });
-}
+export { client, eventually, freshNamespace, testOptions } from "./basics.ts";
 
 /** A worker on the test server in `namespace`, quiet unless a test asks for logs. */
 export function worker(server: NatsServer, namespace: string, extra: WorkerOptions = {}): Worker {
@@ -58,22 +44,6 @@ export function withExampleWorker(prefix: string, extra: WorkerOptions = {}): Ex
   return fixture;
 }
 
-/** Polls `check` until it returns a truthy value or `timeoutMs` passes. */
-export async function eventually<T>(check: () => Promise<T> | T, timeoutMs = 10_000, what = "condition"): Promise<NonNullable<T>> {
-  const until = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < until) {
-    try {
-      const value = await check();
-      if (value) return value as NonNullable<T>;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
-}
-
 /** The repository root: scripts run from it, so deno.json (node_modules, import map) applies. */
 export const root = fileURLToPath(new URL("../..", import.meta.url));
 
@@ -89,11 +59,42 @@ export function runtimeCommand(runtime: Runtime): string[] {
   return runtime === "deno" ? [binary, "run", "-A"] : [binary, "run"];
 }
 
-/** What a script run printed, how it exited, and how long the whole process took. */
-export interface ScriptRun {
+/** What a child process printed and how it exited. */
+export interface ProcessRun {
   code: number | null;
+  signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
+}
+
+/**
+ * Collects a child's output and resolves once it exited and its pipes closed; kills it and rejects
+ * when it is still running after `timeoutMs` (`what` names it in that error).
+ */
+export function finished(child: ChildProcess, timeoutMs: number, what = "the CLI"): Promise<ProcessRun> {
+  let stdout = "";
+  let stderr = "";
+  child.stdout?.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+  child.stderr?.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`${what} did not exit within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
+    }, timeoutMs);
+    child.on("error", reject);
+    child.on("exit", (code, signal) => {
+      clearTimeout(timer);
+      // "exit" may come before the pipes are drained: wait for them to close.
+      let open = [child.stdout, child.stderr].filter((s) => s && !s.closed).length;
+      const done = () => resolve({ code, signal, stdout, stderr });
+      if (open === 0) return done();
+      for (const s of [child.stdout, child.stderr]) s?.on("close", () => --open === 0 && done());
+    });
+  });
+}
+
+/** What a script run printed, how it exited, and how long the whole process took. */
+export interface ScriptRun extends ProcessRun {
   ms: number;
 }
 
@@ -102,7 +103,7 @@ export interface ScriptRun {
  * which reach it through CELERITY_SERVERS and CELERITY_NAMESPACE (no other CELERITY_* variable
  * leaks in). Resolves once it exited; rejects when it is still running after `timeoutMs`.
  */
-export function runScript(
+export async function runScript(
   runtime: Runtime,
   script: string,
   args: string[],
@@ -114,19 +115,6 @@ export function runScript(
   const [command, ...pre] = runtimeCommand(runtime);
   const started = Date.now();
   const child = spawn(command!, [...pre, script, ...args], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
-  child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`${runtime} ${script} ${args.join(" ")} did not finish within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, timeoutMs);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr, ms: Date.now() - started });
-    });
-  });
+  const run = await finished(child, timeoutMs, `${runtime} ${script} ${args.join(" ")}`);
+  return { ...run, ms: Date.now() - started };
 }

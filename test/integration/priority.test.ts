@@ -3,7 +3,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { headers as natsHeaders, type Msg } from "@nats-io/nats-core";
 import { NatsServer } from "../../sdk/testing/mod.ts";
-import { connect, type Client } from "../../sdk/client/mod.ts";
+import type { Client } from "../../sdk/client/mod.ts";
 import { decodeTaskMessage, encode, HEADER, PROTOCOL_VERSION, type TaskMessage } from "../../sdk/protocol/mod.ts";
 import {
   ensurePriorityConsumers,
@@ -14,20 +14,7 @@ import {
   type PriorityPullerOptions,
 } from "../../sdk/worker/priority_puller.ts";
 // Not ./helpers.ts: it loads the Worker, and this file tests the puller alone.
-
-let counter = 0;
-const freshNamespace = (prefix: string) => `${prefix}${process.pid}x${++counter}${Math.random().toString(36).slice(2, 6)}`;
-const client = (s: NatsServer, namespace: string) => connect({ servers: [s.url], namespace, file: undefined });
-
-/** Polls `check` until it is truthy or `timeoutMs` passes. */
-async function eventually(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    if (check()) return;
-    await sleep(20);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
+import { client, eventually, freshNamespace } from "./basics.ts";
 
 let server: NatsServer;
 before(async () => {
