@@ -14,7 +14,6 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { NatsServer } from "../../sdk/testing/mod.ts";
-import type { Worker } from "../../sdk/worker/mod.ts";
 import register from "../../examples/tasks/worker.ts";
 import { EVENT, type TaskEvent } from "../../sdk/protocol/mod.ts";
 import {
@@ -31,7 +30,7 @@ import {
   throughput,
   watch,
 } from "../../sdk/notebook/mod.ts";
-import { client, freshNamespace, worker } from "./helpers.ts";
+import { client, finished, freshNamespace, withExampleWorker, worker } from "./helpers.ts";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
 const SETUP = "bash scripts/setup-notebooks.sh";
@@ -171,9 +170,6 @@ function jupyterProblem(): string | undefined {
 }
 
 describe("notebooks", () => {
-  let server: NatsServer;
-  let w: Worker;
-  let ns: string;
   let dist: string;
   let out: string;
 
@@ -205,15 +201,10 @@ describe("notebooks", () => {
       packages: "external",
       logLevel: "warning",
     });
-    server = await NatsServer.start();
-    ns = freshNamespace("nb");
-    w = worker(server, ns, { queues: ["default", "images"], concurrency: 8 });
-    register(w);
-    await w.start();
   });
+  // Started after the build above (hooks run in the order they are registered).
+  const fixture = withExampleWorker("nb", { concurrency: 8 });
   after(async () => {
-    await w?.close();
-    await server?.stop();
     if (dist) await rm(dist, { recursive: true, force: true });
     if (out) await rm(out, { recursive: true, force: true });
   });
@@ -233,17 +224,14 @@ describe("notebooks", () => {
     for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("CELERITY_") && k !== "NATS_URL") env[k] = v;
     Object.assign(env, {
       PATH: `${join(root, "node_modules/.bin")}:${process.env.PATH ?? ""}`,
-      CELERITY_SERVERS: server.url,
-      CELERITY_NAMESPACE: ns,
+      CELERITY_SERVERS: fixture.server.url,
+      CELERITY_NAMESPACE: fixture.namespace,
       CELERITY_DIST: dist,
       PYDEVD_DISABLE_FILE_VALIDATION: "1",
     });
     const args = ["nbconvert", "--to", "notebook", "--execute", `notebooks/${name}`, "--output-dir", out, "--output", name, "--ExecutePreprocessor.timeout=60"];
-    const child = spawn("jupyter", args, { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
-    let log = "";
-    child.stdout.setEncoding("utf8").on("data", (d: string) => (log += d));
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (log += d));
-    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    const { code, stdout, stderr } = await finished(spawn("jupyter", args, { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] }), 600_000, `jupyter ${args.join(" ")}`);
+    const log = stdout + stderr;
     // nbconvert's own message for a failing cell is the part after the traceback.
     assert.equal(code, 0, `jupyter ${args.join(" ")} failed:\n${log.split("\n").filter((l) => !/Debugger|frozen_modules|PYDEVD|Debugging will proceed/.test(l)).slice(-30).join("\n")}`);
     const executed = JSON.parse(await readFile(join(out, name), "utf8")) as { cells: { cell_type: string; outputs?: Output[] }[] };
@@ -260,6 +248,7 @@ describe("notebooks", () => {
 
   test("notebooks - quickstart connects, calls, follows a batch live and shows results as a table", async () => {
     const r = await execute("quickstart.ipynb");
+    const { server, namespace: ns } = fixture;
     assert.match(r.text, new RegExp(`connected to ${server.url.replace(/[.:/]/g, "\\$&")}, namespace "${ns}"`));
     assert.match(r.text, /math\.add\(2, 40\) = 42/);
     assert.match(r.text, /40 of 40 thumbnails succeeded, \d+ bytes in total/);
