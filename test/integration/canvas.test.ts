@@ -86,6 +86,31 @@ function counters(): Counters {
   return { sums: [], seen: [], runs: new Map() };
 }
 
+/** A fresh namespace with a started {@link mathWorker} and a client in it; disposing closes both. */
+async function mathNamespace(extra: Parameters<typeof worker>[2] = {}) {
+  const ns = freshNamespace();
+  const k = counters();
+  const w = mathWorker(ns, k, extra);
+  await w.start();
+  let c: Client;
+  try {
+    c = await client(server, ns);
+  } catch (err) {
+    await w.close();
+    throw err;
+  }
+  return {
+    ns,
+    k,
+    w,
+    c,
+    async [Symbol.asyncDispose]() {
+      await c[Symbol.asyncDispose]();
+      await w[Symbol.asyncDispose]();
+    },
+  };
+}
+
 async function chordState(c: Client, chordId: string): Promise<ChordState | undefined> {
   const jsm = await c.jsm();
   const m = await jsm.streams.getMessage(`KV_${chordBucket(c.names)}`, { last_by_subj: `$KV.${chordBucket(c.names)}.state.${chordId}` });
@@ -96,11 +121,8 @@ const settle = (ms = 400) => new Promise((r) => setTimeout(r, ms));
 
 describe("canvas", () => {
   test("canvas - a chain of three passes each result to the next; an immutable step keeps its own args", async () => {
-    const ns = freshNamespace();
-    const k = counters();
-    await using w = mathWorker(ns, k);
-    await w.start();
-    await using c = await client(server, ns);
+    await using math = await mathNamespace();
+    const { c } = math;
     const h = await apply(c, chain(call(add, { a: 1, b: 2 }), call(double), call(double)), { id: "order-1" });
     assert.equal(h.id, "order-1.2", "the last task's id is derived and known up front");
     assert.equal(h.first.id, "order-1.0");
@@ -137,11 +159,8 @@ describe("canvas", () => {
   });
 
   test("canvas - a group's results come back in order, with each member's result or error", async () => {
-    const ns = freshNamespace();
-    const k = counters();
-    await using w = mathWorker(ns, k);
-    await w.start();
-    await using c = await client(server, ns);
+    await using math = await mathNamespace();
+    const { c } = math;
     const g = await apply(c, group([call(slowEcho, { ms: 300, value: 1 }), call(slowEcho, { ms: 10, value: 2 }), call(add, { a: 1, b: 2 })]), { id: "g1" });
     assert.deepEqual(g.ids, ["g1.0", "g1.1", "g1.2"]);
     const values: [number, number, number] = await g.result({ timeout: 10_000 });
@@ -159,11 +178,8 @@ describe("canvas", () => {
   });
 
   test("canvas - a chord sends its callback the members' results, counted in JetStream", async () => {
-    const ns = freshNamespace();
-    const k = counters();
-    await using w = mathWorker(ns, k);
-    await w.start();
-    await using c = await client(server, ns);
+    await using math = await mathNamespace();
+    const { k, c } = math;
     const h = await apply(c, chord([call(add, { a: 1, b: 1 }), call(slowEcho, { ms: 200, value: 10 }), call(double, 50)], call(sum)), { id: "ch1" });
     assert.equal(h.id, "ch1.cb");
     assert.equal(h.chordId, "ch1");
@@ -237,11 +253,8 @@ describe("canvas", () => {
   });
 
   test("canvas - members that run and report twice (racing duplicates) are counted once and the callback is sent once", async () => {
-    const ns = freshNamespace();
-    const k = counters();
-    await using w = mathWorker(ns, k, { concurrency: 16 });
-    await w.start();
-    await using c = await client(server, ns);
+    await using math = await mathNamespace({ concurrency: 16 });
+    const { k, c } = math;
     // Every member message is stored twice under different dedupe ids, as if each member's worker
     // had crashed after counting it and before acking: both copies run and both count themselves.
     const duplicating: ApplyClient = {
@@ -274,11 +287,8 @@ describe("canvas", () => {
   });
 
   test("canvas - a chord of one member and a chord of an empty group", async () => {
-    const ns = freshNamespace();
-    const k = counters();
-    await using w = mathWorker(ns, k);
-    await w.start();
-    await using c = await client(server, ns);
+    await using math = await mathNamespace();
+    const { k, c } = math;
     const one = await apply(c, chord([call(add, { a: 20, b: 22 })], call(sum)));
     assert.equal(await one.result({ timeout: 10_000 }), 42);
     const none = await apply(c, chord(group([]), call(sum)), { id: "empty" });
@@ -290,11 +300,8 @@ describe("canvas", () => {
   });
 
   test("canvas - nesting: a group inside a chain becomes a chord; a chord inside a chain; a group of chains; a chord of chains", async () => {
-    const ns = freshNamespace();
-    const k = counters();
-    await using w = mathWorker(ns, k);
-    await w.start();
-    await using c = await client(server, ns);
+    await using math = await mathNamespace();
+    const { c } = math;
     // 3 → [6, 6] → 12 → 24
     const upgraded = await apply(c, chain(call(add, { a: 1, b: 2 }), group([call(double), call(double)]), call(sum), call(double)), { id: "up" });
     assert.equal(await upgraded.result({ timeout: 10_000 }), 24);
@@ -311,11 +318,8 @@ describe("canvas", () => {
   });
 
   test("canvas - map, starmap and chunks", async () => {
-    const ns = freshNamespace();
-    const k = counters();
-    await using w = mathWorker(ns, k);
-    await w.start();
-    await using c = await client(server, ns);
+    await using math = await mathNamespace();
+    const { c } = math;
     assert.deepEqual(await (await apply(c, map(double, [1, 2, 3]))).result({ timeout: 10_000 }), [2, 4, 6]);
     assert.deepEqual(await (await apply(c, starmap(pair, [[1, 2], [3, 4]]))).result({ timeout: 10_000 }), [3, 7]);
     const parts = await apply(c, chunks(batch, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 3));
