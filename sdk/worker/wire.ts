@@ -10,9 +10,8 @@
  * the delivery count read from an ack subject without splitting it.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
-import { headers as natsHeaders } from "@nats-io/nats-core";
-import type { AckedPublisher } from "../client/mod.ts";
-import { encode, EVENT, HEADER, PROTOCOL_VERSION, type ResultRecord, type TaskEvent } from "../protocol/mod.ts";
+import { EventBuffer, type AckedPublisher } from "../client/mod.ts";
+import { encode, EVENT, type ResultRecord, type TaskEvent } from "../protocol/mod.ts";
 
 /**
  * Appends MessagePack to a buffer and hands out views of what it wrote. A view is never written
@@ -31,14 +30,10 @@ class Writer {
     this.#view = new DataView(this.#buf.buffer);
   }
 
-  /**
-   * Starts a message `reserve` bytes after the current position (room for a header written last),
-   * in a new buffer unless `room` bytes are free (so a message rarely has to move while written).
-   */
-  begin(reserve = 0, room = 1024): void {
-    if (this.#buf.length - this.pos < room + reserve) this.#renew(Math.max(this.size, room + reserve), 0);
+  /** Starts a message, in a new buffer unless 1 KB is free (so a message rarely has to move while written). */
+  begin(): void {
+    if (this.#buf.length - this.pos < 1024) this.#renew(this.size, 0);
     this.#start = this.pos;
-    this.pos += reserve;
   }
 
   /** The message written since begin(); the next one starts after it. */
@@ -58,7 +53,7 @@ class Writer {
     return this.pos - this.#start;
   }
 
-  /** Writes `byte` at offset `at` of the current message (a header reserved by begin()). */
+  /** Writes `byte` at offset `at` of the current message (a map size known only at its end). */
   patch(at: number, byte: number): void {
     this.#buf[this.#start + at] = byte;
   }
@@ -235,24 +230,14 @@ export function encodeRecord(record: ResultRecord, final: boolean, identity?: ob
   return { body: w.end(), result };
 }
 
-/** Bytes that start every batch: `{ v: PROTOCOL_VERSION, events: ` (the array header follows). */
-const BATCH_PREFIX = (() => {
-  const whole = encode({ v: PROTOCOL_VERSION, events: [] });
-  return whole.slice(0, whole.length - 1);
-})();
-/** Room before the first event for the prefix and the largest array header (array 32). */
-const RESERVE = BATCH_PREFIX.length + 5;
-
 /**
- * The worker's task events, batched into one message per flush as the client's EventBuffer does
- * (within `maxDelayMs`, at most `maxBatch` events), but written as bytes when they happen: the
- * frequent events (received, started, succeeded) without an object; any other from its object.
+ * The worker's task events, batched by the client's EventBuffer (one message per flush, within
+ * `maxDelayMs`, at most `maxBatch` events), each written as bytes when it happens: the frequent
+ * events (received, started, succeeded) without an object; any other from its object.
  */
 export class TaskEvents {
-  #w: Writer;
-  #count = 0;
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  readonly #inFlight = new Set<Promise<unknown>>();
+  readonly #w = new Writer(64 * 1024);
+  readonly #buffer: EventBuffer;
   /** The constant runs of the frequent events, each written in one copy. */
   readonly #runs: {
     received: Uint8Array;
@@ -263,17 +248,9 @@ export class TaskEvents {
     /** `"worker": <id>, "result": ` */
     result: Uint8Array;
   };
-  /** Events whose batch could not be stored after every retry; counted so operators can see it. */
-  dropped = 0;
 
-  constructor(
-    private readonly publisher: AckedPublisher,
-    private readonly subject: string,
-    private readonly nc: NatsConnection,
-    workerId: string,
-    private readonly maxBatch = 500,
-    private readonly maxDelayMs = 20,
-  ) {
+  constructor(publisher: AckedPublisher, subject: string, nc: NatsConnection, workerId: string, maxBatch = 500, maxDelayMs = 20) {
+    this.#buffer = new EventBuffer(publisher, subject, nc, maxBatch, maxDelayMs);
     const run = (size: number, ...parts: (string | number)[]) => {
       const w = new Writer(256);
       w.begin();
@@ -288,8 +265,11 @@ export class TaskEvents {
       retries: run(0, "worker", workerId, "retries"),
       result: run(0, "worker", workerId, "result"),
     };
-    this.#w = new Writer(64 * 1024);
-    this.#w.begin(RESERVE);
+  }
+
+  /** Events whose batch could not be stored after every retry; counted so operators can see it. */
+  get dropped(): number {
+    return this.#buffer.dropped;
   }
 
   /** `task-received` or `task-started`: `{ type, id, task, queue, at, worker, retries }`. */
@@ -297,7 +277,7 @@ export class TaskEvents {
     const w = this.#head(type === EVENT.received ? this.#runs.received : this.#runs.started, id, task, queue, at);
     w.bytes(this.#runs.retries);
     w.num(retries);
-    this.#added();
+    this.#buffer.push(w.end());
   }
 
   /** `task-succeeded`: `{ type, id, task, queue, at, worker, result, runtimeMs }`, `result` as bytes. */
@@ -307,18 +287,18 @@ export class TaskEvents {
     w.bytes(result);
     w.str("runtimeMs");
     w.num(runtimeMs);
-    this.#added();
+    this.#buffer.push(w.end());
   }
 
   /** Any other event, from its object. */
   push(event: TaskEvent): void {
-    this.#w.value(event);
-    this.#added();
+    this.#buffer.push(event);
   }
 
-  /** `{ type, id, task, queue, at, ` after `start` (the map header up to the key `id`). */
+  /** Begins an event: `{ type, id, task, queue, at, ` after `start` (the map header up to the key `id`). */
   #head(start: Uint8Array, id: string, task: string, queue: string, at: number): Writer {
     const w = this.#w;
+    w.begin();
     w.bytes(start);
     w.str(id);
     w.str("task");
@@ -330,48 +310,14 @@ export class TaskEvents {
     return w;
   }
 
-  #added(): void {
-    if (++this.#count >= this.maxBatch) this.flush();
-    else this.#timer ??= setTimeout(() => this.flush(), this.maxDelayMs);
-  }
-
   /** Publishes what is queued now. */
   flush(): void {
-    if (this.#timer !== undefined) {
-      clearTimeout(this.#timer);
-      this.#timer = undefined;
-    }
-    const n = this.#count;
-    if (n === 0 || this.nc.isClosed()) return;
-    const body = this.#batch(n);
-    this.#count = 0;
-    // The next batch starts where it has room for one as large as this one and half again.
-    this.#w.begin(RESERVE, body.length + (body.length >> 1) + 1024);
-    // A batch id, so a batch re-sent after a lost acknowledgement is stored once.
-    const h = natsHeaders();
-    h.set(HEADER.msgId, `ev.${crypto.randomUUID()}`);
-    const p = this.publisher.publish(this.subject, body, h)
-      .catch(() => {
-        this.dropped += n;
-      })
-      .finally(() => this.#inFlight.delete(p));
-    this.#inFlight.add(p);
-  }
-
-  /** The batch of `n` events written so far: prefix and array header in the reserved room. */
-  #batch(n: number): Uint8Array {
-    const w = this.#w;
-    const header = n < 0x10 ? [0x90 | n] : n < 0x10000 ? [0xdc, n >> 8, n & 0xff] : [0xdd, n >>> 24, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff];
-    const first = RESERVE - header.length - BATCH_PREFIX.length;
-    for (let i = 0; i < BATCH_PREFIX.length; i++) w.patch(first + i, BATCH_PREFIX[i]!);
-    for (let i = 0; i < header.length; i++) w.patch(RESERVE - header.length + i, header[i]!);
-    return w.end().subarray(first);
+    this.#buffer.flush();
   }
 
   /** Flushes and waits until every batch is stored (or given up). */
-  async close(): Promise<void> {
-    this.flush();
-    await Promise.all(this.#inFlight);
+  close(): Promise<void> {
+    return this.#buffer.close();
   }
 }
 
