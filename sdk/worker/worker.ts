@@ -49,7 +49,7 @@ import { EternalRunner, type EternalContext, type EternalOptions, type EternalSt
 import type { HandlerRegistry } from "./handlers.ts";
 import { createLogger, type Logger, type LogLevel } from "./logger.ts";
 import { copyHeaders } from "./headers.ts";
-import { deliveryCountOf, encodeRecord, TaskEvents } from "./wire.ts";
+import { deliveryCountOf, encodeRecord, TaskEvents, type EncodedRecord } from "./wire.ts";
 import { QueuePuller } from "./puller.ts";
 import { ensurePriorityConsumers, PriorityPuller, PRIORITY_LEVELS } from "./priority_puller.ts";
 import { Revocations } from "./revocations.ts";
@@ -1035,10 +1035,15 @@ export class Worker implements AsyncDisposable {
     return record;
   }
 
+  /** `record` as MessagePack (with `kind: "result"` when `final`: the form replies and results take). */
+  #encodeRecord(record: ResultRecord, final: boolean): EncodedRecord {
+    return encodeRecord(record, final, this.identity, this.#identityBytes);
+  }
+
   /** Stores the record, replies to the caller, then acks. The ack never precedes the stored result. */
   async #storeAndAck(flight: InFlight, record: ResultRecord): Promise<void> {
     const client = this.#client!;
-    const { body, result } = encodeRecord(record, true, this.identity, this.#identityBytes);
+    const { body, result } = this.#encodeRecord(record, true);
     if (body.length > this.#maxPayload() - 1024 && record.state === STATE.success) {
       // Running it again would give the same too-large result: fail it for good, with the reason.
       const detail = `the result of task "${record.task}" is ${body.length} bytes, more than the server's max_payload (${this.#maxPayload()}): return a reference (an object-store key) instead`;
@@ -1137,7 +1142,7 @@ export class Worker implements AsyncDisposable {
     const retryRecord = this.#record(flight, STATE.retry, { error });
     delete retryRecord.finishedAt;
     await this.#finalize(flight);
-    await this.#publisher.publish(client.names.resultSubject(task.id), encode(retryRecord)).catch(() => {});
+    await this.#publisher.publish(client.names.resultSubject(task.id), this.#encodeRecord(retryRecord, false).body).catch(() => {});
     this.#events?.push({ type: EVENT.retried, id: task.id, task: task.task, queue: flight.queue, at: Date.now(), worker: this.identity.id, retries, error, eta: next.eta! });
     this.#finishFlight(flight, ACK.ack);
   }
@@ -1200,7 +1205,7 @@ export class Worker implements AsyncDisposable {
     this.#events?.push({ type: EVENT.deadLettered, id: flight.task.id, task: flight.task.task, queue: flight.queue, at: Date.now(), worker: this.identity.id, reason, ...(record?.error ? { error: record.error } : {}) });
     if (record) {
       this.#events?.push({ type: EVENT.failed, id: record.id, task: record.task, queue: flight.queue, at: Date.now(), worker: this.identity.id, error: record.error! });
-      const body = encode({ kind: "result", ...record });
+      const { body } = this.#encodeRecord(record, true);
       this.#reply(flight.task.replyTo, body);
       await this.#publisher.publish(client.names.resultSubject(record.id), body).catch((err) => {
         this.#log.error(`could not store the FAILURE record of ${record.id} (the dead letter is stored)`, { error: (err as Error).message });
@@ -1239,7 +1244,7 @@ export class Worker implements AsyncDisposable {
         const record = this.#record(f, f.state, {});
         delete record.finishedAt;
         const prev = f.stateWrite ?? Promise.resolve();
-        f.stateWrite = prev.then(() => this.#publisher.publish(client.names.resultSubject(f.task.id), encode(record))).catch(() => {});
+        f.stateWrite = prev.then(() => this.#publisher.publish(client.names.resultSubject(f.task.id), this.#encodeRecord(record, false).body)).catch(() => {});
       }
     }
   }
