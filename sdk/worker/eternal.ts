@@ -11,10 +11,10 @@
  * sees it with {@link eternalStatus} and a stale holder can never overwrite it (every write is a
  * compare-and-set on the revision).
  */
-import { jetstream } from "@nats-io/jetstream";
-import { Kvm, type KV, type KvEntry } from "@nats-io/kv";
+import type { KV, KvEntry } from "@nats-io/kv";
 import type { Client } from "../client/mod.ts";
 import { assertTaskName, decode, encode, PROTOCOL_VERSION } from "../protocol/mod.ts";
+import { isCasConflict, openBucket } from "./kv.ts";
 import { createLogger, type Logger } from "./logger.ts";
 
 /** What the function of an eternal task receives. */
@@ -100,20 +100,8 @@ export function eternalBucket(namespace: string): string {
 
 const MS = 1000;
 
-function isCasConflict(err: unknown): boolean {
-  const e = err as { code?: unknown; message?: unknown };
-  return e?.code === 10071 || e?.code === 10164 || /wrong last sequence|key exists/i.test(String(e?.message ?? ""));
-}
-
-async function openEternalBucket(client: Client): Promise<KV> {
-  const kvm = new Kvm(jetstream(client.nc, { timeout: client.settings.requestTimeout }));
-  const bucket = eternalBucket(client.names.namespace);
-  try {
-    return await kvm.create(bucket, { history: 1, replicas: client.settings.replicas, storage: client.settings.storage });
-  } catch (err) {
-    if (/already in use|already exists/i.test((err as Error).message)) return await kvm.open(bucket);
-    throw err;
-  }
+function openEternalBucket(client: Client): Promise<KV> {
+  return openBucket(client, eternalBucket(client.names.namespace));
 }
 
 function readRecord(entry: KvEntry | null): EternalRecord | undefined {

@@ -7,13 +7,13 @@
  * task with its own retries. A packet of a type nobody handles is counted in the namespace's
  * handlers bucket (see {@link unknownPackets}), not treated as an error.
  */
-import { jetstream } from "@nats-io/jetstream";
-import { Kvm, type KV } from "@nats-io/kv";
+import type { KV } from "@nats-io/kv";
 import type { Subscription } from "@nats-io/nats-core";
 import * as v from "valibot";
 import type { Client, TaskHandle } from "../client/mod.ts";
 import { assertToken, decode, encode, PROTOCOL_VERSION, ProtocolError } from "../protocol/mod.ts";
 import { signature, type AnySignature, type StandardSchemaV1, type TaskOptions } from "../signatures/mod.ts";
+import { openBucket } from "./kv.ts";
 import type { TaskContext } from "./worker.ts";
 
 /** One packet from a source: its type (a notice type, an alert node) and its payload. */
@@ -182,22 +182,12 @@ function keyToken(text: string): string {
   return out || "=";
 }
 
-async function openHandlersBucket(client: Client): Promise<KV> {
-  const kvm = new Kvm(jetstream(client.nc, { timeout: client.settings.requestTimeout }));
-  const bucket = handlersBucket(client.names.namespace);
-  try {
-    return await kvm.create(bucket, { history: 1, replicas: client.settings.replicas, storage: client.settings.storage });
-  } catch (err) {
-    if (/already in use|already exists/i.test((err as Error).message)) return await kvm.open(bucket);
-    throw err;
-  }
-}
 
 const buckets = new WeakMap<Client, Promise<KV>>();
 function handlersKv(client: Client): Promise<KV> {
   let kv = buckets.get(client);
   if (!kv) {
-    kv = openHandlersBucket(client);
+    kv = openBucket(client, handlersBucket(client.names.namespace));
     kv.catch(() => buckets.delete(client));
     buckets.set(client, kv);
   }
