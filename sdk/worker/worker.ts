@@ -1270,15 +1270,13 @@ export class Worker implements AsyncDisposable {
     }
     this.#state = "stopping";
     this.#control?.stop();
-    // Close the pull inboxes before handing messages back: the server then drops our open pull
-    // requests instead of delivering the returned messages straight back to us.
+    // Close (stop and unsubscribe) the pull inboxes before handing messages back: the server then
+    // drops our open pull requests instead of delivering the returned messages straight back to us.
     for (const p of this.#pullers.values()) p.close();
     this.#scheduler?.close();
     // Eternal tasks first: abort their signals and release their leases so another worker takes
     // over at once (a cold stop does not wait for them to return).
     await Promise.all(this.#eternals.map((r) => r.stop({ graceMs: Math.min(graceMs, 10_000) })));
-    for (const p of this.#pullers.values()) p.stop();
-    this.#scheduler?.stop();
     // Messages held but not started go back at once, so another worker takes them now.
     const waiting = [...this.#inFlight].filter((f) => f.startedAt === undefined && !f.settled && f.state === STATE.received);
     this.#waiting.length = 0;
@@ -1293,8 +1291,6 @@ export class Worker implements AsyncDisposable {
     await this.#pool?.close({ graceMs: 0 });
     await this.#events?.close();
     await this.#publisher.settle();
-    for (const p of this.#pullers.values()) p.close();
-    this.#scheduler?.close();
     this.#revocations?.stop();
     if (this.#ownsClient) await this.#client!.close();
     this.#state = "closed";
