@@ -11,9 +11,11 @@
  * (sdk/worker/eternal.ts carries the same mechanism, since worker may not import beat; both
  * belong in one shared module once one is allowed for both.)
  */
-import { jetstream } from "@nats-io/jetstream";
-import { Kvm, type KV, type KvEntry } from "@nats-io/kv";
-import type { Client } from "../client/mod.ts";
+import type { KV, KvEntry } from "@nats-io/kv";
+import { isCasConflict, openBucket, type Client } from "../client/mod.ts";
+
+/** Beat's public API has always offered these; they live in the client now (sdk/client/kv.ts). */
+export { isCasConflict, openBucket };
 import { decode, encode, PROTOCOL_VERSION } from "../protocol/mod.ts";
 
 /** The stored lease. */
@@ -39,27 +41,6 @@ export interface LeaseView {
   holder: string | undefined;
   term: number;
   expiresAt: number | undefined;
-}
-
-/** True for JetStream's "wrong last sequence" answer: a compare-and-set lost to another writer. */
-export function isCasConflict(err: unknown): boolean {
-  const e = err as { code?: unknown; message?: unknown };
-  return e?.code === 10071 || e?.code === 10164 || /wrong last sequence|key exists/i.test(String(e?.message ?? ""));
-}
-
-/**
- * Opens KV bucket `bucket`, creating it when missing (history 1, the namespace's replicas and
- * storage). Idempotent: concurrent creators all end with the same bucket.
- */
-export async function openBucket(client: Client, bucket: string): Promise<KV> {
-  const kvm = new Kvm(jetstream(client.nc, { timeout: client.settings.requestTimeout }));
-  const options = { history: 1, replicas: client.settings.replicas, storage: client.settings.storage };
-  try {
-    return await kvm.create(bucket, options);
-  } catch (err) {
-    if (/already in use|already exists/i.test((err as Error).message)) return await kvm.open(bucket);
-    throw err;
-  }
 }
 
 function readRecord(entry: KvEntry | null): LeaseRecord | undefined {

@@ -10,10 +10,9 @@
 import type { KV } from "@nats-io/kv";
 import type { Subscription } from "@nats-io/nats-core";
 import * as v from "valibot";
-import type { Client, TaskHandle } from "../client/mod.ts";
+import { openBucket, type Client, type TaskHandle } from "../client/mod.ts";
 import { assertToken, decode, encode, PROTOCOL_VERSION, ProtocolError } from "../protocol/mod.ts";
 import { signature, type AnySignature, type StandardSchemaV1, type TaskOptions } from "../signatures/mod.ts";
-import { openBucket } from "./kv.ts";
 import type { TaskContext } from "./worker.ts";
 
 /** One packet from a source: its type (a notice type, an alert node) and its payload. */

@@ -1,7 +1,6 @@
 /** Workflow state in JetStream: one KV bucket per namespace, `<ns>_workflows`, JSON values. */
-import { jetstream } from "@nats-io/jetstream";
-import { Kvm, type KV } from "@nats-io/kv";
-import type { Client } from "../client/mod.ts";
+import type { KV } from "@nats-io/kv";
+import { openBucket, type Client } from "../client/mod.ts";
 import type { ErrorShape } from "../protocol/mod.ts";
 import type { WorkflowData } from "./definition.ts";
 
@@ -71,16 +70,7 @@ const opened = new WeakMap<object, Promise<KV>>();
 export function workflowKv(client: Client): Promise<KV> {
   let p = opened.get(client);
   if (!p) {
-    p = (async () => {
-      const kvm = new Kvm(jetstream(client.nc, { timeout: client.settings.requestTimeout }));
-      const bucket = workflowBucket(client.names.namespace);
-      try {
-        return await kvm.create(bucket, { history: 1, replicas: client.settings.replicas, storage: client.settings.storage });
-      } catch (err) {
-        if (/already in use|already exists/i.test((err as Error).message)) return await kvm.open(bucket);
-        throw err;
-      }
-    })();
+    p = openBucket(client, workflowBucket(client.names.namespace));
     p.catch(() => opened.delete(client));
     opened.set(client, p);
   }

@@ -1,16 +1,17 @@
 /**
- * The worker's KV buckets (eternal leases, handler definitions): opened one way. The same code as
- * beat's `openBucket` and `isCasConflict` (sdk/beat/lease.ts), which the worker may not import.
+ * Key-value buckets of a namespace (beat's schedule, eternal leases, handler definitions,
+ * workflows), opened one way for every part of the SDK that keeps state in one.
  */
-import { jetstream } from "@nats-io/jetstream";
-import { Kvm, type KV } from "@nats-io/kv";
-import type { Client } from "../client/mod.ts";
+import type { KV } from "@nats-io/kv";
+import type { Client } from "./client.ts";
 
 /**
  * Opens KV bucket `bucket`, creating it when missing (history 1, the namespace's replicas and
- * storage). Idempotent: concurrent creators all end with the same bucket.
+ * storage). Idempotent: concurrent creators all end with the same bucket. @nats-io/kv is loaded on
+ * first use, so a client that never opens a bucket (a one-shot sender) does not pay for it.
  */
 export async function openBucket(client: Client, bucket: string): Promise<KV> {
+  const [{ jetstream }, { Kvm }] = await Promise.all([import("@nats-io/jetstream"), import("@nats-io/kv")]);
   const kvm = new Kvm(jetstream(client.nc, { timeout: client.settings.requestTimeout }));
   try {
     return await kvm.create(bucket, { history: 1, replicas: client.settings.replicas, storage: client.settings.storage });
