@@ -316,10 +316,9 @@ export class Client implements AsyncDisposable {
   async #assertServed(task: string, queue: string): Promise<void> {
     if (this.#servedQueues.has(queue)) return;
     const jsm = await this.jsm();
-    const consumer = this.names.queueConsumer(queue);
-    // A FIFO queue has one consumer; a queue with priorities has one per level (…-p0 always).
+    // A FIFO queue has one consumer; a queue with priorities has one per level (level 0 always).
     let served = false;
-    for (const name of [consumer, `${consumer}-p0`]) {
+    for (const name of [this.names.queueConsumer(queue), this.names.priorityConsumer(queue, 0)]) {
       try {
         await jsm.consumers.info(this.names.tasksStream, name);
         served = true;

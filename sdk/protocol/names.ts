@@ -50,6 +50,11 @@ export const DEFAULT_QUEUE = "default";
 /** The priority of a task that does not name one (0 lowest … 9 highest, like Celery on RabbitMQ). */
 export const DEFAULT_PRIORITY = 0;
 
+/** The durable consumer serving priority `level` of a queue whose FIFO consumer would be `prefix`. */
+export function priorityConsumerName(prefix: string, level: number): string {
+  return `${prefix}-p${level}`;
+}
+
 /** The names of one namespace's topology. Derived, never stored. */
 export interface Names {
   readonly namespace: string;
@@ -99,6 +104,8 @@ export interface Names {
   queueFilter(queue: string): string;
   /** Durable consumer name shared by every worker of `queue` (so the server balances them). */
   queueConsumer(queue: string): string;
+  /** Durable consumer serving priority `level` of a queue with priorities (instead of queueConsumer). */
+  priorityConsumer(queue: string, level: number): string;
   /** Subject an event batch is published to (`task` events or `worker` heartbeats). */
   eventsSubject(kind: "task" | "worker"): string;
   /** Subject a dead letter of `queue` is stored under. */
@@ -142,6 +149,7 @@ export function names(ns = "celerity"): Names {
       m.eta !== undefined && m.eta > now ? `${ns}.scheduled.${m.queue}` : `${tasksPrefix}${m.queue}.${m.priority ?? DEFAULT_PRIORITY}`,
     queueFilter: (queue) => `${tasksPrefix}${queue}.>`,
     queueConsumer: (queue) => `q-${queue}`,
+    priorityConsumer: (queue, level) => priorityConsumerName(`q-${queue}`, level),
     eventsSubject: (kind) => `${ns}.events.${kind}`,
     dlqSubject: (queue) => `${ns}.dlq.${queue}`,
     resultSubject: (id) => `$KV.${resultsBucket}.${id}`,

@@ -25,14 +25,13 @@
  */
 import { createInbox, type Msg, type NatsConnection, type Subscription } from "@nats-io/nats-core";
 import type { ConsumerInfo, JetStreamManager } from "@nats-io/jetstream";
+import { priorityConsumerName } from "../protocol/mod.ts";
 
 /** The levels of a queue with priorities 0..9. */
 export const PRIORITY_LEVELS = 10;
 
-/** The durable consumer serving priority `level` of a queue whose FIFO consumer would be `prefix`. */
-export function priorityConsumerName(prefix: string, level: number): string {
-  return `${prefix}-p${level}`;
-}
+/** Defined with the other names of the protocol; re-exported for the puller's users. */
+export { priorityConsumerName };
 
 /** Tuning of {@link PriorityPuller}. */
 export interface PriorityPullerOptions {
