@@ -4,7 +4,9 @@
  *
  * nats.js's `consume()` re-pulls as soon as its buffer is read, not when work is finished, so a
  * worker with prefetch 1 would still hold two messages (the complaint of celery#6500). This loop
- * returns a credit only when the task's message is settled (acked, nak'd or dead-lettered).
+ * returns a credit only when its owner calls `release()`: the worker does so when the task's
+ * message is settled (acked, nak'd or dead-lettered), or earlier, once its handler has finished and
+ * the outcome is being stored (bounded; see Worker#handOver and docs/protocol.md §6.1).
  */
 import { createInbox, type Msg, type NatsConnection, type Subscription } from "@nats-io/nats-core";
 

@@ -189,6 +189,11 @@ class InFlight {
   /** The final record is being stored: no more RECEIVED/STARTED writes. */
   finalizing = false;
   /**
+   * Its handler finished and its slot and prefetch credit were handed to the next message while
+   * its outcome is stored and acked (see Worker#handOver).
+   */
+  handedOver = false;
+  /**
    * Made only when something reads the signal or aborts it: most tasks never do, and creating an
    * AbortController per task was ~7 µs of worker CPU (npm run bench, drain).
    */
@@ -306,6 +311,8 @@ export class Worker implements AsyncDisposable {
   readonly #inFlight = new Set<InFlight>();
   readonly #waiting: { queue: string; go: () => void }[] = [];
   readonly #queueRunning = new Map<string, number>();
+  /** Per queue: finished tasks whose slot was handed over and whose outcome is still being stored. */
+  readonly #committing = new Map<string, number>();
   readonly #queueConfig = new Map<string, QueueConfig>();
   #client: Client | undefined;
   /** What every task context shares (set by start()). */
@@ -928,7 +935,6 @@ export class Worker implements AsyncDisposable {
       if (checked instanceof Promise) checked = await checked;
       if (!checked.ok) throw new InvalidResultError(task.task, checked.issues);
       record = this.#record(flight, STATE.success, { result: value });
-      this.stats.succeeded++;
     } catch (caught) {
       let err = caught;
       const retries = task.retries ?? 0;
@@ -969,12 +975,34 @@ export class Worker implements AsyncDisposable {
       this.#finishSlot(flight.queue);
       return;
     }
+    this.#handOver(flight);
     try {
       if (dead) await this.#deadLetterAfterRun(flight, record, dead.reason, dead.detail);
       else await this.#storeAndAck(flight, record);
     } finally {
-      this.#finishSlot(flight.queue);
+      if (!flight.handedOver) this.#finishSlot(flight.queue);
     }
+  }
+
+  /**
+   * The handler is done: give its concurrency slot and its prefetch credit to the next message
+   * now, while the outcome is stored and acked (one or two round trips to the server).
+   *
+   * Holding both until the ack left the slot idle for the whole store: at concurrency 50 the
+   * worker drained 12–13k no-op tasks/s where prefetch 100 (the same worker holding the credit
+   * longer) gave +12% in interleaved runs. A finished task is not work another worker could take,
+   * so prefetch still bounds the messages waiting or running; the messages being committed are
+   * bounded by another `prefetch`, so a slow server cannot make the worker pile up outcomes.
+   * Messages of the scheduler are settled by its own puller and keep their slot to the end.
+   */
+  #handOver(flight: InFlight): void {
+    if (flight.fromScheduler || flight.settled) return;
+    const committing = this.#committing.get(flight.queue) ?? 0;
+    if (committing >= (this.#queueConfig.get(flight.queue)?.prefetch ?? 1)) return;
+    this.#committing.set(flight.queue, committing + 1);
+    flight.handedOver = true;
+    this.#pullers.get(flight.queue)?.release();
+    this.#finishSlot(flight.queue);
   }
 
   /** Runs the task in the pool; resolves with its value, throws what the handler threw. */
@@ -1001,7 +1029,14 @@ export class Worker implements AsyncDisposable {
     if (i >= 0) {
       const [next] = this.#waiting.splice(i, 1);
       this.#take(next!.queue, next!.go);
-    } else if (this.#state === "stopping" && this.#running === 0) this.#onIdle?.();
+    } else this.#checkIdle();
+  }
+
+  /** While stopping: resolves close()'s wait once nothing runs and every outcome is stored and acked. */
+  #checkIdle(): void {
+    if (this.#state !== "stopping" || this.#running > 0) return;
+    for (const n of this.#committing.values()) if (n > 0) return;
+    this.#onIdle?.();
   }
 
   #queueAckWaitMs(queue: string): number {
@@ -1048,11 +1083,12 @@ export class Worker implements AsyncDisposable {
       // Running it again would give the same too-large result: fail it for good, with the reason.
       const detail = `the result of task "${record.task}" is ${body.length} bytes, more than the server's max_payload (${this.#maxPayload()}): return a reference (an object-store key) instead`;
       const failure = this.#record(flight, STATE.failure, { error: { type: "ResultTooLargeError", message: detail, retryable: false } });
-      this.stats.succeeded--;
       this.stats.failed++;
       await this.#deadLetterAfterRun(flight, failure, DLQ_REASON.invalidResult, detail);
       return;
     }
+    // Counted here, after the size check: a result too large to store is a failure, not a success.
+    if (record.state === STATE.success) this.stats.succeeded++;
     // The caller's fast path first (latency), the stored copy next (what survives a lost reply),
     // the ack last. The reply may thus beat the store; a caller that reads the bucket right after
     // a reply may still see the older state for a moment.
@@ -1101,9 +1137,14 @@ export class Worker implements AsyncDisposable {
     if (flight.settled) return;
     flight.settled = true;
     this.#inFlight.delete(flight);
-    if (flight.fromScheduler) {
-      // The scheduler's puller is released by its own handler.
+    if (flight.fromScheduler || flight.handedOver) {
+      // The scheduler's puller is released by its own handler; a handed-over flight gave its
+      // credit back when its handler finished.
       if (flight.msg.reply && !this.#client!.nc.isClosed()) this.#client!.nc.publish(flight.msg.reply, ack === ACK.ack ? ACK_BODY : ack);
+      if (flight.handedOver) {
+        this.#committing.set(flight.queue, (this.#committing.get(flight.queue) ?? 1) - 1);
+        this.#checkIdle();
+      }
       return;
     }
     this.#settle(flight.queue, flight.msg, ack);
@@ -1281,7 +1322,7 @@ export class Worker implements AsyncDisposable {
     const waiting = [...this.#inFlight].filter((f) => f.startedAt === undefined && !f.settled && f.state === STATE.received);
     this.#waiting.length = 0;
     for (const f of waiting) this.#finishFlight(f, ACK.nak);
-    if (this.#running > 0) {
+    if (this.#running > 0 || [...this.#committing.values()].some((n) => n > 0)) {
       const idle = new Promise<void>((r) => (this.#onIdle = r));
       const timer = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), graceMs));
       if ((await Promise.race([idle, timer])) === "timeout") this.#coldStop();

@@ -10,7 +10,7 @@ import {
   STATE,
 } from "../../sdk/client/mod.ts";
 import { decodeEventBatch, encode, HEADER, names, PROTOCOL_VERSION, type TaskEvent } from "../../sdk/protocol/mod.ts";
-import { NonRetryableError } from "../../sdk/worker/mod.ts";
+import { NonRetryableError, type Worker } from "../../sdk/worker/mod.ts";
 import { add, badResult, fail, parseDate, slow } from "../fixtures/signatures.ts";
 import { client, eventually, freshNamespace, worker } from "./helpers.ts";
 
@@ -349,5 +349,66 @@ describe("core", () => {
     await second.result({ timeout: 10_000 });
     assert.deepEqual(ran, ["a", "b"], "the second task ran on b while a was busy");
     await first.result({ timeout: 10_000 });
+  });
+
+  /** A slow server, for results only: each result store of `w` waits `ms` before it is published. */
+  function delayResultStores(w: Worker, ms: number): void {
+    const publisher = w.client.publisher;
+    const publish = publisher.publish.bind(publisher);
+    const resultsPrefix = w.client.names.resultSubject("");
+    publisher.publish = async (subject, data, h) => {
+      if (subject.startsWith(resultsPrefix)) await new Promise((r) => setTimeout(r, ms));
+      return publish(subject, data, h);
+    };
+  }
+
+  test("worker - a finished task hands its slot on while its result is stored, at most prefetch of them at once", async () => {
+    const ns = freshNamespace();
+    const spans: { start: number; end: number }[] = [];
+    await using w = worker(server, ns, { concurrency: 1, prefetch: 1 }).implement(slow, ({ ms }) => {
+      spans.push({ start: Date.now(), end: Date.now() });
+      return { slept: ms };
+    });
+    await w.start();
+    const STORE_MS = 1500;
+    delayResultStores(w, STORE_MS);
+    await using c = await client(server, ns);
+    const handles = [];
+    for (let i = 0; i < 3; i++) handles.push(await c.send(slow, { ms: i }));
+    for (const h of handles) await h.result({ timeout: 20_000 });
+    assert.equal(spans.length, 3);
+    const [t1, t2, t3] = spans as [{ start: number; end: number }, { start: number; end: number }, { start: number; end: number }];
+    // Task 2 did not wait for task 1's store...
+    assert.ok(t2.start - t1.end < STORE_MS - 500, `task 2 started ${t2.start - t1.end} ms after task 1 ended`);
+    // ...but task 3 did wait for a store: with prefetch 1, one outcome at a time may be in commit.
+    assert.ok(t3.start - t2.end >= STORE_MS - 300, `task 3 started ${t3.start - t2.end} ms after task 2 ended`);
+    // The reply beats the store, so the last ack follows the last result() by about STORE_MS.
+    const jsm = await c.jsm();
+    const acked = async () => (await jsm.consumers.info(c.names.tasksStream, c.names.queueConsumer("default"))).num_ack_pending === 0;
+    await eventually(acked, 10_000, "every message acked once its result was stored");
+    assert.equal(w.stats.succeeded, 3);
+    // Read from the results bucket by a client that did not send them (no cached replies).
+    await using reader = await client(server, ns);
+    for (const h of handles) assert.equal((await reader.status(h.id)).state, "SUCCESS");
+  });
+
+  test("worker - close() waits for outcomes still being stored after their handler finished", async () => {
+    const ns = freshNamespace();
+    let finished = 0;
+    const w = worker(server, ns, { concurrency: 2 }).implement(slow, ({ ms }) => {
+      finished++;
+      return { slept: ms };
+    });
+    await w.start();
+    delayResultStores(w, 1000);
+    await using c = await client(server, ns);
+    const handles = [await c.send(slow, { ms: 1 }), await c.send(slow, { ms: 2 })];
+    await eventually(() => finished === 2, 5000, "both handlers to finish");
+    await w.close({ graceMs: 10_000 });
+    const info = await (await c.jsm()).consumers.info(c.names.tasksStream, c.names.queueConsumer("default"));
+    assert.equal(info.num_ack_pending, 0, "both acked before close() resolved");
+    assert.equal(info.num_pending, 0);
+    await using reader = await client(server, ns);
+    for (const h of handles) assert.equal((await reader.status(h.id)).state, "SUCCESS");
   });
 });
