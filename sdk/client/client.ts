@@ -248,6 +248,14 @@ export class Client implements AsyncDisposable {
   }
 
   /**
+   * Task events this client could not store (their batch was refused or timed out after every
+   * retry). Tasks are not affected: events are a monitoring copy.
+   */
+  get eventsDropped(): number {
+    return this.#events?.dropped ?? 0;
+  }
+
+  /**
    * Sends a task and resolves once JetStream has stored it. Arguments are validated against the
    * signature's schema first: invalid ones throw {@link InvalidArgumentsError} and nothing is sent.
    */
@@ -292,7 +300,7 @@ export class Client implements AsyncDisposable {
     const etaMs = eta instanceof Date ? eta.getTime() : eta ?? (countdown !== undefined ? now + countdown * 1000 : undefined);
     const message = taskMessage({ id, task: name, args, queue, sentAt: now, replyTo: `${this.#replyPrefix}.${id}`, eta: etaMs, meta, callbacks }, o);
     // Encoded once: the task-sent event copies its id, task, queue and args bytes.
-    const { body, sentEvent } = encodeTask(message, this.#events !== undefined);
+    const { body, sentEvent } = encodeTask(message, this.#events !== undefined, this.#events?.valueLimit);
     const max = (this.nc.info?.max_payload ?? 1024 * 1024) - 512; // room for headers and subject
     if (body.length > max) throw new PayloadTooLargeError(body.length, max, `task "${name}" (${id})`);
     // Ids and names are tokens (checked above or by signature()), so they are header-safe.

@@ -3,17 +3,56 @@
  * sees every state change without costing the hot path one stored message per change.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
-import { HEADER, PROTOCOL_VERSION, type TaskEvent } from "../protocol/mod.ts";
+import { encode, HEADER, PROTOCOL_VERSION, type TaskEvent } from "../protocol/mod.ts";
 import type { AckedPublisher } from "./publisher.ts";
 import { encodeEventBatch, fixedHeaders, randomTaskId } from "./wire.ts";
 
-/** Collects events and publishes them in batches through an {@link AckedPublisher}. */
+/** The server's max_payload when it has not said (nats-server's default, 1 MiB). */
+const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
+/** Room a batch leaves for its headers, subject and envelope. */
+const BATCH_SLACK = 4096;
+/** The fields of an event that carry user values, the ones left out of an event too large. */
+const VALUE_FIELDS = ["args", "result", "progress", "error"] as const;
+
+/**
+ * The largest user value (args, result, progress) an event carries: half the server's
+ * max_payload, so one event always fits a batch with room to spare. A larger value is left out and
+ * named in the event's `omitted` field with its size (docs/protocol.md §9.2).
+ */
+export function eventValueLimit(nc: NatsConnection): number {
+  return Math.floor((nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD) / 2);
+}
+
+/** `event` as MessagePack, its user values left out (and named in `omitted`) if it is too large. */
+function encodeWithinLimit(event: TaskEvent, limit: number): Uint8Array {
+  // A copy: msgpackr may hand out a view of a buffer it writes again.
+  const bytes = encode(event).slice();
+  if (bytes.length <= limit) return bytes;
+  const trimmed: Record<string, unknown> = { ...event };
+  const omitted: Record<string, number> = {};
+  for (const key of VALUE_FIELDS) {
+    if (trimmed[key] === undefined) continue;
+    omitted[key] = encode(trimmed[key]).length;
+    delete trimmed[key];
+  }
+  trimmed.omitted = omitted;
+  return encode(trimmed).slice();
+}
+
+/**
+ * Collects events and publishes them in batches through an {@link AckedPublisher}. A batch is
+ * published when it holds `maxBatch` events, after `maxDelayMs`, or before it would pass the
+ * server's max_payload (a batch too large would be refused whole, and its events lost).
+ */
 export class EventBuffer {
-  #events: Array<TaskEvent | Uint8Array> = [];
+  /** Queued events, each one TaskEvent map as MessagePack. */
+  #events: Uint8Array[] = [];
+  /** Bytes of the queued events. */
+  #bytes = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #microtask = false;
   readonly #inFlight = new Set<Promise<unknown>>();
-  /** Batches that could not be stored after every retry; counted so operators can see it. */
+  /** Events whose batch could not be stored after every retry; counted so operators can see it. */
   dropped = 0;
 
   constructor(
@@ -26,10 +65,15 @@ export class EventBuffer {
 
   /**
    * Queues an event, as an object or already encoded as MessagePack (one TaskEvent map); it is
-   * published within `maxDelayMs` or when the batch is full.
+   * published within `maxDelayMs` or when the batch is full. An object's user values are left out
+   * when they make it larger than {@link valueLimit}; an encoded event must already be within it
+   * (the hot paths, encodeTask() and the worker's TaskEvents, write `omitted` themselves).
    */
   push(event: TaskEvent | Uint8Array): void {
-    this.#events.push(event);
+    const bytes = event instanceof Uint8Array ? event : encodeWithinLimit(event, this.valueLimit);
+    if (this.#bytes + bytes.length > this.#maxBatchBytes()) this.flush();
+    this.#events.push(bytes);
+    this.#bytes += bytes.length;
     if (this.#events.length >= this.maxBatch) this.flush();
     else if (this.#timer === undefined && !this.#microtask) {
       if (this.maxDelayMs === 0) {
@@ -45,6 +89,15 @@ export class EventBuffer {
     }
   }
 
+  /** The largest user value an event carries (see {@link eventValueLimit}). */
+  get valueLimit(): number {
+    return eventValueLimit(this.nc);
+  }
+
+  #maxBatchBytes(): number {
+    return (this.nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD) - BATCH_SLACK;
+  }
+
   /** Publishes what is queued now. */
   flush(): void {
     if (this.#timer !== undefined) {
@@ -53,9 +106,9 @@ export class EventBuffer {
     }
     if (this.#events.length === 0 || this.nc.isClosed()) return;
     const events = this.#events;
-    // Writes encoded events as they are and encodes the others: the same bytes as encode().
     const body = encodeEventBatch(PROTOCOL_VERSION, events);
     this.#events = [];
+    this.#bytes = 0;
     // A batch id, so a batch re-sent after a lost acknowledgement is stored once.
     const h = fixedHeaders(HEADER.msgId, `ev.${randomTaskId()}`);
     const p = this.publisher

@@ -213,8 +213,9 @@ export interface EncodedTask {
  * Encodes a task message exactly as `encode(message)` would (its keys in their own order), and,
  * with `sentEvent`, the `task-sent` event `{ type, id, task, queue, at, args, eta?, expires?,
  * priority? }` exactly as `encode()` would, its id, task, queue and args copied from the body.
+ * Args of more than `maxEventArgsBytes` are left out of the event: `omitted: { args: <bytes> }`.
  */
-export function encodeTask(message: TaskMessage, sentEvent: boolean): EncodedTask {
+export function encodeTask(message: TaskMessage, sentEvent: boolean, maxEventArgsBytes = Infinity): EncodedTask {
   begin();
   const m = message as unknown as Record<string, unknown>;
   // Map 16, its size written at the end: one walk over the keys, as msgpackr does.
@@ -261,8 +262,16 @@ export function encodeTask(message: TaskMessage, sentEvent: boolean): EncodedTas
   copyFrom(bodyChunk, at + queueStart, at + queueEnd);
   writeKey("at");
   writeNum(message.sentAt);
-  writeKey("args");
-  copyFrom(bodyChunk, at + argsStart, at + argsEnd);
+  if (argsEnd - argsStart > maxEventArgsBytes) {
+    // Too large for an event (docs/protocol.md §9.2): `omitted: { args: <bytes> }` in its place.
+    writeKey("omitted");
+    writeMap(1);
+    writeKey("args");
+    writeNum(argsEnd - argsStart);
+  } else {
+    writeKey("args");
+    copyFrom(bodyChunk, at + argsStart, at + argsEnd);
+  }
   if (eta) (writeKey("eta"), writeNum(eta));
   if (expires) (writeKey("expires"), writeNum(expires));
   if (priority) (writeKey("priority"), writeNum(priority));

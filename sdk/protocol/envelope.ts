@@ -217,6 +217,12 @@ export interface TaskEvent {
   expires?: number;
   priority?: number;
   runtimeMs?: number;
+  /**
+   * User values left out because they were larger than half the server's max_payload (so one event
+   * always fits a batch): field name → its MessagePack size in bytes. The results bucket (or the
+   * task message) holds the value itself.
+   */
+  omitted?: { args?: number; result?: number; progress?: number; error?: number };
 }
 
 /** One message on the events stream carries a batch of events, oldest first (like Celery's task.multi). */

@@ -247,6 +247,8 @@ export class TaskEvents {
     retries: Uint8Array;
     /** `"worker": <id>, "result": ` */
     result: Uint8Array;
+    /** `"worker": <id>, "omitted": {"result": ` (a result too large for an event) */
+    omitted: Uint8Array;
   };
 
   constructor(publisher: AckedPublisher, subject: string, nc: NatsConnection, workerId: string, maxBatch = 500, maxDelayMs = 20) {
@@ -264,6 +266,16 @@ export class TaskEvents {
       succeeded: run(8, "type", EVENT.succeeded, "id"),
       retries: run(0, "worker", workerId, "retries"),
       result: run(0, "worker", workerId, "result"),
+      omitted: (() => {
+        const w = new Writer(256);
+        w.begin();
+        w.value("worker");
+        w.value(workerId);
+        w.value("omitted");
+        w.map(1);
+        w.value("result");
+        return w.end();
+      })(),
     };
   }
 
@@ -280,11 +292,19 @@ export class TaskEvents {
     this.#buffer.push(w.end());
   }
 
-  /** `task-succeeded`: `{ type, id, task, queue, at, worker, result, runtimeMs }`, `result` as bytes. */
+  /**
+   * `task-succeeded`: `{ type, id, task, queue, at, worker, result, runtimeMs }`, `result` as bytes;
+   * a result larger than the events' value limit is left out: `omitted: { result: <bytes> }`.
+   */
   succeeded(id: string, task: string, queue: string, at: number, result: Uint8Array, runtimeMs: number): void {
     const w = this.#head(this.#runs.succeeded, id, task, queue, at);
-    w.bytes(this.#runs.result);
-    w.bytes(result);
+    if (result.length > this.#buffer.valueLimit) {
+      w.bytes(this.#runs.omitted);
+      w.num(result.length);
+    } else {
+      w.bytes(this.#runs.result);
+      w.bytes(result);
+    }
     w.str("runtimeMs");
     w.num(runtimeMs);
     this.#buffer.push(w.end());

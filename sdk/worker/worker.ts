@@ -591,7 +591,7 @@ export class Worker implements AsyncDisposable {
       case "registered":
         return this.registered;
       case "stats":
-        return { ...this.#snapshot(), stats: { ...this.stats }, memory: processMemory(), revocations: this.#revocations?.size ?? 0, rateLimits: this.#rates?.limits() ?? {}, uptimeMs: Date.now() - this.#startedAt };
+        return { ...this.#snapshot(), stats: { ...this.stats, eventsDropped: this.#events?.dropped ?? 0 }, memory: processMemory(), revocations: this.#revocations?.size ?? 0, rateLimits: this.#rates?.limits() ?? {}, uptimeMs: Date.now() - this.#startedAt };
       case "queues":
         return this.#snapshot().queues;
       case "revoked":

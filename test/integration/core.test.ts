@@ -11,7 +11,7 @@ import {
 } from "../../sdk/client/mod.ts";
 import { decodeEventBatch, encode, HEADER, names, PROTOCOL_VERSION, type TaskEvent } from "../../sdk/protocol/mod.ts";
 import { NonRetryableError, type Worker } from "../../sdk/worker/mod.ts";
-import { add, badResult, fail, parseDate, slow } from "../fixtures/signatures.ts";
+import { add, badResult, echo, fail, parseDate, slow } from "../fixtures/signatures.ts";
 import { client, eventually, freshNamespace, worker } from "./helpers.ts";
 
 let server: NatsServer;
@@ -237,6 +237,37 @@ describe("core", () => {
     const sent = events.find((e) => e.id === ok.id && e.type === "task-sent")!;
     assert.deepEqual(sent.args, { a: 1, b: 1 });
     assert.equal(events.find((e) => e.id === ok.id && e.type === "task-succeeded")!.result, 2);
+  });
+
+  test("events - large args and results: batches stay under max_payload and no event is lost", async () => {
+    const ns = freshNamespace();
+    await using w = worker(server, ns, { concurrency: 20 }).implement(echo, ({ text }) => text);
+    await w.start();
+    await using c = await client(server, ns);
+    // 20 × 200 KB of args, then of results, inside one 20 ms batch window: 4 MB against a 1 MiB
+    // max_payload. A task of 900 KB (it fits a message, not a message plus another event) too.
+    const big = "x".repeat(200_000);
+    const handles = await Promise.all(Array.from({ length: 20 }, (_, i) => c.send(echo, { text: `${i}${big}` })));
+    const huge = await c.send(echo, { text: "h".repeat(900_000) });
+    for (const h of [...handles, huge]) await h.result({ timeout: 20_000 });
+    const ids = new Set([...handles, huge].map((h) => h.id));
+    const events = await eventually(async () => {
+      const all = (await allEvents(c)).filter((e) => ids.has(e.id));
+      return all.filter((e) => e.type === "task-succeeded").length === 21 ? all : undefined;
+    }, 10_000, "task-succeeded of all 21 tasks");
+    assert.equal(events.filter((e) => e.type === "task-sent").length, 21);
+    const first = events.find((e) => e.type === "task-succeeded" && e.id === handles[0]!.id)!;
+    assert.equal(first.result, `0${big}`, "a 200 KB result travels in its event");
+    // The 900 KB one cannot travel with the event's own fields inside max_payload: the value is
+    // left out and the event says so; the results bucket has it.
+    const hugeDone = events.find((e) => e.type === "task-succeeded" && e.id === huge.id)!;
+    assert.equal(hugeDone.result, undefined);
+    assert.deepEqual(hugeDone.omitted, { result: 900_005 });
+    const hugeSent = events.find((e) => e.type === "task-sent" && e.id === huge.id)!;
+    assert.equal(hugeSent.args, undefined);
+    assert.ok(hugeSent.omitted!.args! > 900_000);
+    assert.equal(w.stats.succeeded, 21);
+    assert.equal(c.eventsDropped, 0);
   });
 
   test("client - progress reports arrive by callback and by async iterator", async () => {

@@ -90,6 +90,19 @@ test("wire - the task-sent event and its batch are what encode() writes for the 
   }
 });
 
+test("wire - a task-sent event leaves out args larger than its limit, naming their size", () => {
+  for (const m of messages()) {
+    const argsBytes = encode(m.args).length;
+    const { body, sentEvent } = encodeTask(m, true, argsBytes - 1);
+    assert.deepEqual(Buffer.from(body), Buffer.from(encode(m)), "the task itself is whole");
+    const { type, id, task, queue, at, args: _args, ...extras } = sentEventObject(m);
+    const expected = { type, id, task, queue, at, omitted: { args: argsBytes }, ...extras };
+    assert.deepEqual(Buffer.from(sentEvent!), Buffer.from(encode(expected)));
+    // At the limit they still travel.
+    assert.deepEqual(Buffer.from(encodeTask(m, true, argsBytes).sentEvent!), Buffer.from(encode(sentEventObject(m))));
+  }
+});
+
 test("wire - views handed out are never written again", () => {
   const first = messages().map((m) => ({ m, body: encodeTask(m, true).body }));
   const copies = first.map(({ body }) => Buffer.from(body));

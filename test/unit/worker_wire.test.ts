@@ -56,7 +56,8 @@ test("worker wire - records handed out earlier are never overwritten", () => {
 function capture(): { publisher: AckedPublisher; nc: NatsConnection; bodies: Uint8Array[] } {
   const bodies: Uint8Array[] = [];
   const publisher = { publish: (_s: string, body: Uint8Array) => (bodies.push(body), Promise.resolve({ stream: "s", seq: 1, duplicate: false })) } as unknown as AckedPublisher;
-  const nc = { isClosed: () => false } as unknown as NatsConnection;
+  // A max_payload far above the batches here: only the 500-event limit cuts them.
+  const nc = { isClosed: () => false, info: { max_payload: 64 * 1024 * 1024 } } as unknown as NatsConnection;
   return { publisher, nc, bodies };
 }
 
@@ -87,6 +88,30 @@ test("worker wire - TaskEvents batches write what encode({ v, events }) writes",
     bodies.forEach((b, i) => same(b, encode({ v: PROTOCOL_VERSION, events: batches[i] }), `${size}: batch ${i}`));
     assert.equal(decodeEventBatch(bodies[0]!).events[0]!.worker, identity.id);
   }
+});
+
+test("worker wire - TaskEvents keeps each batch under max_payload and leaves out results over half of it", async () => {
+  const { publisher, bodies } = capture();
+  const maxPayload = 20_000;
+  const nc = { isClosed: () => false, info: { max_payload: maxPayload } } as unknown as NatsConnection;
+  const events = new TaskEvents(publisher, "s", nc, identity.id, 500, 5);
+  const expected: TaskEvent[] = [];
+  for (let i = 0; i < 12; i++) {
+    const result = `${i}`.padEnd(3000, "r");
+    events.succeeded(`id${i}`, "t", "q", 1, encode(result), i);
+    expected.push({ type: EVENT.succeeded, id: `id${i}`, task: "t", queue: "q", at: 1, worker: identity.id, result, runtimeMs: i });
+  }
+  const huge = "h".repeat(12_000);
+  events.succeeded("huge", "t", "q", 1, encode(huge), 1);
+  expected.push({ type: EVENT.succeeded, id: "huge", task: "t", queue: "q", at: 1, worker: identity.id, omitted: { result: encode(huge).length }, runtimeMs: 1 });
+  const progress = { type: EVENT.progress, id: "p", task: "t", queue: "q", at: 1, worker: identity.id, progress: huge } satisfies TaskEvent;
+  events.push(progress);
+  const { progress: _p, ...trimmed } = progress;
+  expected.push({ ...trimmed, omitted: { progress: encode(huge).length } });
+  await events.close();
+  assert.ok(bodies.length >= 3, `${bodies.length} batches`);
+  for (const b of bodies) assert.ok(b.length <= maxPayload - 4096, `a batch of ${b.length} bytes`);
+  same(encode(bodies.flatMap((b) => decodeEventBatch(b).events)), encode(expected), "every event, in order");
 });
 
 test("worker wire - TaskEvents flushes within its delay, and counts a batch it could not store", async () => {
