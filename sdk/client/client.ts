@@ -6,6 +6,7 @@ import { createInbox, type MsgHdrs, type NatsConnection, type Subscription } fro
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import {
   ConnectionClosedError,
+  decode,
   decodeReply,
   decodeResultRecord,
   encode,
@@ -18,6 +19,7 @@ import {
   PROTOCOL_VERSION,
   ResultTimeoutError,
   STATE,
+  UnsupportedVersionError,
   assertTaskId,
   assertTaskName,
   type ControlReply,
@@ -466,8 +468,8 @@ export class Client implements AsyncDisposable {
         callback: (_e, msg) => {
           try {
             this.#deliver(decodeResultRecord(msg.data));
-          } catch {
-            /* not a record: ignore */
+          } catch (err) {
+            this.#unreadable(id, err); // not a record: ignored; a newer version's: said to the waiters
           }
         },
       });
@@ -479,15 +481,26 @@ export class Client implements AsyncDisposable {
   #checkStored(id: string): void {
     this.getRecord(id).then(
       (record) => record && this.#deliver(record),
-      () => {},
+      (err) => this.#unreadable(id, err),
     );
+  }
+
+  /**
+   * A record or reply for `id` that could not be read. Written by a newer protocol version: the
+   * waiters get that error now (waiting longer would not help). Anything else: ignored, the stored
+   * record is polled again.
+   */
+  #unreadable(id: string, err: unknown): void {
+    if (err instanceof UnsupportedVersionError) this.#dropWaiters(id, err);
   }
 
   #onReply(data: Uint8Array): void {
     let reply;
     try {
       reply = decodeReply(data);
-    } catch {
+    } catch (err) {
+      const id = (decodeQuietly(data) as { id?: unknown } | undefined)?.id;
+      if (typeof id === "string") this.#unreadable(id, err);
       return;
     }
     if (reply.kind === "progress") {
@@ -656,4 +669,13 @@ export function idempotentId(key: string): string {
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** MessagePack bytes decoded, or undefined when they are not MessagePack. */
+function decodeQuietly(bytes: Uint8Array): unknown {
+  try {
+    return decode(bytes);
+  } catch {
+    return undefined;
+  }
 }

@@ -260,12 +260,27 @@ export function decodeTaskMessage(bytes: Uint8Array): TaskMessage {
   return value as unknown as TaskMessage;
 }
 
-/** Decodes a stored result record or a reply; throws ProtocolError when it is not one. */
+/**
+ * Refuses an envelope written by a newer protocol version (docs/protocol.md §1): its fields may
+ * mean something this code does not know. An envelope without `v` is read as version 1.
+ */
+function checkVersion(value: Record<string, unknown>, what: string): void {
+  const { v } = value;
+  if (typeof v === "number" && v > PROTOCOL_VERSION) {
+    throw new UnsupportedVersionError(`${what} has protocol version ${v}; this code understands up to ${PROTOCOL_VERSION}: upgrade celerity`);
+  }
+}
+
+/**
+ * Decodes a stored result record or a reply; throws ProtocolError when it is not one, and
+ * UnsupportedVersionError when a newer protocol version wrote it.
+ */
 export function decodeResultRecord(bytes: Uint8Array): ResultRecord {
   const value = decode(bytes);
   if (!isRecord(value) || typeof value.id !== "string" || typeof value.state !== "string") {
     throw new ProtocolError("result record is not a map with `id` and `state`");
   }
+  checkVersion(value, `the result record of ${value.id}`);
   // Stored records are the reply bytes as sent (one encoding for both): drop the reply's `kind`.
   const { kind: _kind, ...record } = value;
   return record as unknown as ResultRecord;
@@ -275,6 +290,7 @@ export function decodeResultRecord(bytes: Uint8Array): ResultRecord {
 export function decodeReply(bytes: Uint8Array): ReplyMessage {
   const value = decode(bytes);
   if (!isRecord(value) || typeof value.id !== "string") throw new ProtocolError("reply is not a map with `id`");
+  checkVersion(value, `the reply for ${value.id}`);
   if (value.kind === "progress") return value as unknown as ProgressMessage;
   if (typeof value.state !== "string") throw new ProtocolError("result reply has no `state`");
   return value as unknown as ReplyMessage;
@@ -284,5 +300,14 @@ export function decodeReply(bytes: Uint8Array): ReplyMessage {
 export function decodeEventBatch(bytes: Uint8Array): EventBatch {
   const value = decode(bytes);
   if (!isRecord(value) || !Array.isArray(value.events)) throw new ProtocolError("event batch is not a map with `events`");
+  checkVersion(value, "an event batch");
   return value as unknown as EventBatch;
+}
+
+/** Decodes a revocation entry (the revocations bucket); throws like the other readers. */
+export function decodeRevocation(bytes: Uint8Array): Revocation {
+  const value = decode(bytes);
+  if (!isRecord(value) || typeof value.id !== "string") throw new ProtocolError("revocation is not a map with `id`");
+  checkVersion(value, `the revocation of ${value.id}`);
+  return value as unknown as Revocation;
 }

@@ -5,7 +5,7 @@
  */
 import { Kvm, type KvWatchEntry } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { decode, type Revocation } from "../protocol/mod.ts";
+import { decodeRevocation, UnsupportedVersionError, type Revocation } from "../protocol/mod.ts";
 
 /** Follows the revocations bucket. */
 export class Revocations {
@@ -18,6 +18,8 @@ export class Revocations {
     private readonly bucket: string,
     private readonly expiresMs: number,
     private readonly onRevoke: (r: Revocation) => void,
+    /** An entry this worker cannot read (written by a newer protocol version). */
+    private readonly onUnreadable?: (key: string, reason: string) => void,
   ) {}
 
   /** Starts watching; resolves once everything already stored has been read. */
@@ -34,14 +36,16 @@ export class Revocations {
         // The last stored entry arrives with delta 0 (already flagged isUpdate by the library).
         if ((entry.delta ?? 0) === 0) markReady();
         if (entry.operation !== "PUT" || entry.value.length === 0) continue;
+        let r: Revocation;
         try {
-          const r = decode(entry.value) as Revocation;
-          if (typeof r?.id !== "string") continue;
-          this.#byId.set(r.id, r);
-          this.onRevoke(r);
-        } catch {
-          /* not a revocation record: ignore */
+          r = decodeRevocation(entry.value);
+        } catch (err) {
+          // Not a revocation record: ignore it. One from a newer protocol: say so once per key.
+          if (err instanceof UnsupportedVersionError) this.onUnreadable?.(entry.key, err.message);
+          continue;
         }
+        this.#byId.set(r.id, r);
+        this.onRevoke(r);
       }
     })();
     // A watch that never reports its last stored entry must not block start-up forever.

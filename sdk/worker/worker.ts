@@ -464,7 +464,10 @@ export class Worker implements AsyncDisposable {
     await this.#client.ensureTopology();
     const jsm = await this.#client.jsm();
     // Revocations first: a task received from now on is checked against every stored revocation.
-    this.#revocations = new Revocations(this.#client.nc, this.#client.names.revokedBucket, s.revokeExpires * MS, (r) => this.#onRevoke(r));
+    this.#revocations = new Revocations(
+      this.#client.nc, this.#client.names.revokedBucket, s.revokeExpires * MS, (r) => this.#onRevoke(r),
+      (key, reason) => this.#log.warn(`ignoring revocation ${key}: ${reason}`),
+    );
     await this.#revocations.start();
     if (this.#options.scheduler !== false) await this.#startScheduler(jsm);
     const live = this.#client;

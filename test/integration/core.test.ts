@@ -9,7 +9,7 @@ import {
   ResultTimeoutError,
   STATE,
 } from "../../sdk/client/mod.ts";
-import { decodeEventBatch, encode, HEADER, names, PROTOCOL_VERSION, type TaskEvent } from "../../sdk/protocol/mod.ts";
+import { decodeEventBatch, decodeTaskMessage, encode, HEADER, names, PROTOCOL_VERSION, UnsupportedVersionError, type TaskEvent } from "../../sdk/protocol/mod.ts";
 import { NonRetryableError, type Worker } from "../../sdk/worker/mod.ts";
 import { add, badResult, echo, fail, parseDate, slow } from "../fixtures/signatures.ts";
 import { client, eventually, freshNamespace, worker } from "./helpers.ts";
@@ -316,6 +316,28 @@ describe("core", () => {
     await using c = await client(server, ns);
     const handle = await c.send(add, { a: 1, b: 1 });
     await assert.rejects(handle.result({ timeout: 200 }), (err: unknown) => err instanceof ResultTimeoutError && err.taskId === handle.id);
+  });
+
+  test("protocol - a result written by a newer protocol version fails result() at once, by reply or from the bucket", async () => {
+    const ns = freshNamespace();
+    await using c = await client(server, ns);
+    const newer = (id: string) => encode({ kind: "result", v: PROTOCOL_VERSION + 1, id, task: add.name, state: "SUCCESS", result: "?" });
+    // Stored in the bucket, read by a client that did not send the task (status, then result).
+    const stored = await c.send(add, { a: 1, b: 1 });
+    await c.publisher.publish(c.names.resultSubject(stored.id), newer(stored.id));
+    await using other = await client(server, ns);
+    await assert.rejects(other.status(stored.id), UnsupportedVersionError);
+    const t0 = Date.now();
+    await assert.rejects(other.waitForRecord(stored.id, 20_000), UnsupportedVersionError);
+    assert.ok(Date.now() - t0 < 10_000, "refused, not waited out");
+    // As a reply to the client that sent it.
+    const replied = await c.send(add, { a: 2, b: 2 });
+    const jsm = await c.jsm();
+    const { state } = await jsm.streams.info(c.names.tasksStream);
+    const { replyTo } = decodeTaskMessage((await jsm.streams.getMessage(c.names.tasksStream, { seq: state.last_seq }))!.data);
+    const waiting = c.waitForRecord(replied.id, 20_000, true);
+    c.nc.publish(replyTo!, newer(replied.id));
+    await assert.rejects(waiting, UnsupportedVersionError);
   });
 
   test("protocol - a task id doubles as Nats-Msg-Id: a re-sent task is stored once", async () => {
