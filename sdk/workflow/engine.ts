@@ -19,6 +19,7 @@ import {
   listJobs,
   listKeys,
   mutate,
+  purgeRun,
   read,
   runKey,
   workflowKv,
@@ -475,6 +476,50 @@ export async function runs(client: Client): Promise<string[]> {
   // Opened for its side effect: the bucket exists before its keys are listed.
   await workflowKv(client);
   return (await listKeys(client, "run.*")).map((k) => k.slice(4));
+}
+
+/** What {@link forget} and {@link forgetFinished} removed. */
+export interface Forgotten {
+  runs: string[];
+  /** Records removed from the bucket (run, jobs, group batches). */
+  records: number;
+}
+
+/**
+ * Removes run `runId` and all its records from the workflows bucket (records do not expire on
+ * their own: a run waiting days on an HPC job must not vanish). A run still moving (`running`,
+ * `paused`) is refused unless `force` is set; then it is cancelled first, so nothing it sent comes
+ * back to write into a forgotten run.
+ */
+export async function forget(client: Client, runId: string, options: { force?: boolean } = {}): Promise<Forgotten> {
+  const s = await status(client, runId);
+  if (s.state === "running" || s.state === "paused") {
+    if (!options.force) throw new ProtocolError(`workflow run "${runId}" is ${s.state}: cancel it first, or forget it with { force: true }`);
+    await cancel(client, runId);
+  }
+  return { runs: [runId], records: await purgeRun(client, runId) };
+}
+
+/**
+ * Forgets every run that ended (`succeeded`, `failed`, `cancelled`) more than `olderThanMs` ago,
+ * as `result_expires` cleans Celery's results. Call it from a beat schedule to keep the bucket small.
+ */
+export async function forgetFinished(client: Client, options: { olderThanMs: number }): Promise<Forgotten> {
+  if (!(options?.olderThanMs >= 0)) throw new ProtocolError(`forgetFinished() needs olderThanMs >= 0, got ${options?.olderThanMs}`);
+  const cutoff = Date.now() - options.olderThanMs;
+  const done: Forgotten = { runs: [], records: 0 };
+  for (const runId of await runs(client)) {
+    let s: RunStatus;
+    try {
+      s = await status(client, runId);
+    } catch {
+      continue; // forgotten meanwhile by someone else
+    }
+    if (s.finishedAt === undefined || s.finishedAt > cutoff) continue;
+    done.records += await purgeRun(client, runId);
+    done.runs.push(runId);
+  }
+  return done;
 }
 
 /**

@@ -1,6 +1,6 @@
 /** Workflow state in JetStream: one KV bucket per namespace, `<ns>_workflows`, JSON values. */
 import type { KV } from "@nats-io/kv";
-import { openBucket, type Client } from "../client/mod.ts";
+import { isCasConflict, openBucket, type Client } from "../client/mod.ts";
 import type { ErrorShape } from "../protocol/mod.ts";
 import type { WorkflowData } from "./definition.ts";
 
@@ -86,18 +86,13 @@ export async function read<T>(kv: KV, key: string): Promise<{ value: T; revision
   return { value: JSON.parse(dec.decode(e.value)) as T, revision: e.revision };
 }
 
-function isConflict(err: unknown): boolean {
-  const e = err as { code?: unknown; message?: unknown };
-  return e?.code === 10071 || e?.code === 10164 || /wrong last sequence|key exists/i.test(String(e?.message));
-}
-
 /** Creates `key` unless it exists; true when this call created it. */
 export async function createIfAbsent(kv: KV, key: string, value: unknown): Promise<boolean> {
   try {
     await kv.create(key, enc.encode(JSON.stringify(value)));
     return true;
   } catch (err) {
-    if (isConflict(err)) return false;
+    if (isCasConflict(err)) return false;
     throw err;
   }
 }
@@ -116,7 +111,7 @@ export async function mutate<T>(kv: KV, key: string, fn: (current: T | undefined
       else await kv.create(key, enc.encode(JSON.stringify(next)));
       return next;
     } catch (err) {
-      if (!isConflict(err)) throw err;
+      if (!isCasConflict(err)) throw err;
       await new Promise((r) => setTimeout(r, Math.random() * 5 * Math.min(attempt + 1, 10)));
     }
   }
@@ -141,6 +136,21 @@ export async function listJobs(client: Client, kv: KV, runId: string): Promise<J
   const jobs = await Promise.all(keys.map((k) => read<JobRecord>(kv, k)));
   return jobs.filter((j): j is { value: JobRecord; revision: number } => j !== undefined).map((j) => j.value)
     .sort((a, b) => a.createdAt - b.createdAt || (a.jobId < b.jobId ? -1 : a.jobId > b.jobId ? 1 : 0));
+}
+
+/**
+ * Removes every record of run `runId` from the bucket: its jobs, its group batches, then the run
+ * record (last, so an interrupted purge can be run again). Resolves with the records removed.
+ * Purged by subject, not deleted key by key: no tombstone is left behind.
+ */
+export async function purgeRun(client: Client, runId: string): Promise<number> {
+  const bucket = workflowBucket(client.names.namespace);
+  const jsm = await client.jsm();
+  let purged = 0;
+  for (const filter of [`job.${runId}.>`, `grp.${runId}.>`, runKey(runId)]) {
+    purged += (await jsm.streams.purge(`KV_${bucket}`, { filter: `$KV.${bucket}.${filter}` })).purged;
+  }
+  return purged;
 }
 
 export const runKey = (runId: string) => `run.${runId}`;

@@ -8,15 +8,19 @@ import type { Worker } from "../../sdk/worker/mod.ts";
 import {
   cancel,
   defineWorkflow,
+  forget,
+  forgetFinished,
   jobs,
   parseWorkflowYaml,
   pause,
   registerWorkflowTasks,
   resume,
   retry,
+  runs,
   startWorkflow,
   status,
   waitForRun,
+  workflowBucket,
 } from "../../sdk/workflow/mod.ts";
 import { client, eventually, freshNamespace, worker } from "./helpers.ts";
 
@@ -163,6 +167,51 @@ test("workflow - a downstream failure leaves upstream succeeded; retry(job) fixe
     assert.equal(done.state, "succeeded");
     assert.equal(done.failed.length, 0);
     assert.deepEqual((await jobs(c, runId)).filter((j) => j.stage === "after").map((j) => j.result).sort(), [21, 31]);
+  } finally {
+    await w.close();
+  }
+});
+
+test("workflow - forget removes a finished run's records; a moving run only with force; forgetFinished by age", async () => {
+  const ns = freshNamespace("wf");
+  const wf = defineWorkflow({ name: "t.forget", stages: { first: { task: slow, next: ["second"] }, second: { task: inc } } });
+  const w = wfWorker(ns, { concurrency: 2 });
+  await w.start();
+  await using c = await client(server, ns);
+  const keysOf = async (runId: string) => {
+    const bucket = workflowBucket(ns);
+    const info = await (await c.jsm()).streams.info(`KV_${bucket}`, { subjects_filter: `$KV.${bucket}.*.${runId}.>` });
+    const run = await (await c.jsm()).streams.info(`KV_${bucket}`, { subjects_filter: `$KV.${bucket}.run.${runId}` });
+    return Object.keys(info.state.subjects ?? {}).length + Object.keys(run.state.subjects ?? {}).length;
+  };
+  try {
+    const done = await startWorkflow(c, linear, [1, 2]);
+    assert.equal((await waitForRun(c, done.runId, { timeout: 15_000 })).state, "succeeded");
+    const old = await startWorkflow(c, linear, [3]);
+    await waitForRun(c, old.runId, { timeout: 15_000 });
+    const moving = await startWorkflow(c, wf, [1, 2, 3, 4, 5, 6]);
+    assert.equal(await keysOf(done.runId), 5, "run + 4 jobs");
+
+    const forgotten = await forget(c, done.runId);
+    assert.deepEqual(forgotten, { runs: [done.runId], records: 5 });
+    assert.equal(await keysOf(done.runId), 0);
+    await assert.rejects(status(c, done.runId), /no workflow run/);
+    assert.ok(!(await runs(c)).includes(done.runId));
+
+    await assert.rejects(forget(c, moving.runId), /is running: cancel it first, or forget it with \{ force: true \}/);
+    assert.ok(await keysOf(moving.runId) > 0, "refused: nothing removed");
+
+    // Finished runs older than 0 ms go; the moving one stays.
+    const swept = await forgetFinished(c, { olderThanMs: 0 });
+    assert.deepEqual(swept.runs, [old.runId]);
+    assert.deepEqual(await runs(c), [moving.runId]);
+    await assert.rejects(forgetFinished(c, { olderThanMs: -1 }), /olderThanMs >= 0/);
+
+    await forget(c, moving.runId, { force: true });
+    assert.deepEqual(await runs(c), []);
+    // What it had sent (revoked, or still finishing) must not bring its records back.
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(await keysOf(moving.runId), 0);
   } finally {
     await w.close();
   }
