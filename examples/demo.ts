@@ -11,7 +11,7 @@ import { mkdirSync } from "node:fs";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { connect, RemoteTaskError, type TaskHandle } from "../sdk/client/mod.ts";
-import { loadSettings } from "../sdk/settings/mod.ts";
+import { loadSettingsAsync } from "../sdk/settings/mod.ts";
 import { findNatsServer, NatsServer } from "../sdk/testing/mod.ts";
 import { readTextFile } from "../sdk/transport/mod.ts";
 import { Worker } from "../sdk/worker/mod.ts";
@@ -37,7 +37,7 @@ if (!Number.isInteger(count) || count < 1) {
 
 /** Starts the embedded nats-server unless the settings name one. */
 async function serverUrl(): Promise<{ url: string; embedded?: NatsServer }> {
-  const settings = loadSettings({}, { env: process.env, readTextFile });
+  const settings = await loadSettingsAsync({}, { env: process.env, readTextFile });
   if (settings.servers?.length) return { url: settings.servers.join(",") };
   try {
     findNatsServer();

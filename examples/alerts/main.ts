@@ -9,7 +9,7 @@
  * and exits 0.
  */
 import { connect } from "../../sdk/client/mod.ts";
-import { loadSettings } from "../../sdk/settings/mod.ts";
+import { loadSettingsAsync } from "../../sdk/settings/mod.ts";
 import { NatsServer } from "../../sdk/testing/mod.ts";
 import { readTextFile } from "../../sdk/transport/mod.ts";
 import { Worker } from "../../sdk/worker/mod.ts";
@@ -20,7 +20,7 @@ import { handlers, received } from "./handlers.ts";
 
 const RUN_MS = 3000;
 
-const settings = loadSettings({}, { env: process.env, readTextFile });
+const settings = await loadSettingsAsync({}, { env: process.env, readTextFile });
 const embedded = settings.servers?.length ? undefined : await NatsServer.start();
 if (embedded) console.error(`started an embedded nats-server ${embedded.version} at ${embedded.url}`);
 // A namespace of its own per run, so counts on a shared server start from zero.

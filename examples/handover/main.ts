@@ -13,7 +13,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "../../sdk/client/mod.ts";
-import { loadSettings } from "../../sdk/settings/mod.ts";
+import { loadSettingsAsync } from "../../sdk/settings/mod.ts";
 import { NatsServer } from "../../sdk/testing/mod.ts";
 import { readTextFile } from "../../sdk/transport/mod.ts";
 import { Worker } from "../../sdk/worker/mod.ts";
@@ -21,7 +21,7 @@ import { startWorkflow, waitForRun } from "../../sdk/workflow/mod.ts";
 import { startService } from "./service.ts";
 import { handover, register } from "./tasks.ts";
 
-const settings = loadSettings({}, { env: process.env, readTextFile });
+const settings = await loadSettingsAsync({}, { env: process.env, readTextFile });
 const embedded = settings.servers?.length ? undefined : await NatsServer.start();
 if (embedded) console.error(`started an embedded nats-server ${embedded.version} at ${embedded.url}`);
 const options = { ...(embedded ? { servers: [embedded.url] } : {}), namespace: `handover${Date.now().toString(36)}` };

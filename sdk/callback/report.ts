@@ -26,7 +26,7 @@ import {
   type WorkerIdentity,
 } from "../protocol/mod.ts";
 import { isSignature, taskMessage, validate, type AnySignature } from "../signatures/mod.ts";
-import { loadSettings, serverList, type Settings, type SettingsInput } from "../settings/mod.ts";
+import { loadSettingsAsync, serverList, type Settings, type SettingsInput } from "../settings/mod.ts";
 import { environment, hostIdentity, readTextFile } from "../transport/mod.ts";
 import {
   ackTimeoutMs,
@@ -82,7 +82,7 @@ export const EXTERNAL_TASK = "external";
 export async function report(what: Report, options: ReportOptions = {}): Promise<ReportOutcome> {
   const started = Date.now();
   const { deadlineMs = DEFAULT_DEADLINE_MS, signatures, connection, ...settingsInput } = options;
-  const settings = loadSettings(settingsInput, { env: environment(), readTextFile });
+  const settings = await loadSettingsAsync(settingsInput, { env: environment(), readTextFile });
   const n = names(settings.namespace);
   const prepared = await prepare(what, n, signatures);
   const d: Delivery = { prepared, settings, started, deadline: started + deadlineMs, deadlineMs };

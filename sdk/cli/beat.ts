@@ -72,7 +72,7 @@ Exit codes:
     // A BeatScheduleError is a ProtocolError: reported as a usage error (exit 2) by main().
     const schedules = loadSchedules(data);
     if (values.check) {
-      const timezone = resolveSettings(connectInput(values)).timezone;
+      const timezone = (await resolveSettings(connectInput(values))).timezone;
       const now = Date.now();
       for (const entry of schedules) {
         const s = checkSchedule(entry, timezone);

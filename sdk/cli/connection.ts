@@ -1,6 +1,6 @@
 /** Connecting for a command: the connection options, a shorter connect timeout, and clear failures. */
 import { connect, type Client, type ConnectOptions } from "../client/mod.ts";
-import { loadSettings, SETTINGS_DEFAULTS, SettingsError, type Settings } from "../settings/mod.ts";
+import { loadSettingsAsync, SETTINGS_DEFAULTS, SettingsError, type Settings } from "../settings/mod.ts";
 import { connectionOptions, environment, readTextFile } from "../transport/mod.ts";
 import type { ConnectionFlags } from "./args.ts";
 import { CliError, EXIT } from "./io.ts";
@@ -18,9 +18,9 @@ export function connectInput(flags: ConnectionFlags): ConnectOptions {
 }
 
 /** Resolves the settings the command will use; throws SettingsError (exit 2) when they are invalid. */
-export function resolveSettings(input: ConnectOptions): Settings {
+export function resolveSettings(input: ConnectOptions): Promise<Settings> {
   const { connection: _c, ...settingsInput } = input;
-  return loadSettings(settingsInput, { env: environment(), readTextFile });
+  return loadSettingsAsync(settingsInput, { env: environment(), readTextFile });
 }
 
 /** The servers a connection will try, for messages. */
@@ -43,7 +43,7 @@ export function isSettingsError(err: unknown): err is SettingsError {
  */
 export async function openClient(flags: ConnectionFlags): Promise<Client> {
   const input = connectInput(flags);
-  const settings = resolveSettings(input);
+  const settings = await resolveSettings(input);
   if (settings.connectTimeout === SETTINGS_DEFAULTS.connectTimeout) input.connectTimeout = CLI_CONNECT_TIMEOUT_MS;
   try {
     return await connect(input);

@@ -38,7 +38,7 @@ import {
   type TaskOptions,
   type Validation,
 } from "../signatures/mod.ts";
-import { loadSettings, type Settings, type SettingsInput } from "../settings/mod.ts";
+import { loadSettingsAsync, type Settings, type SettingsInput } from "../settings/mod.ts";
 import { environment, openConnection, readTextFile } from "../transport/mod.ts";
 import type { Callbacks } from "../canvas/mod.ts";
 import { DeadLetters } from "./dead_letters.ts";
@@ -127,7 +127,7 @@ const MAX_SETTLED_RESULTS = 1_000;
  */
 export async function connect(options: ConnectOptions = {}): Promise<Client> {
   const { connection, route, ...settingsInput } = options;
-  const settings = loadSettings(settingsInput, { env: environment(), readTextFile });
+  const settings = await loadSettingsAsync(settingsInput, { env: environment(), readTextFile });
   const nc = connection ?? (await openConnection(settings));
   return new Client(nc, settings, connection === undefined, route);
 }

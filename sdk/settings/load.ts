@@ -3,7 +3,6 @@
  * are handed in by the runtime edge (sdk/transport), so this runs unchanged on Node, Deno and Bun.
  */
 import * as v from "valibot";
-import { parse as parseYaml, YAMLParseError } from "yaml";
 import {
   KNOWN_KEYS,
   SECRET_KEYS,
@@ -211,11 +210,41 @@ function readJson(text: string, path: string): unknown {
   }
 }
 
+/** What this module uses of the `yaml` package. */
+interface YamlParser {
+  parse(text: string): unknown;
+  YAMLParseError: abstract new (...args: never[]) => Error & { linePos?: [{ line: number }, ...unknown[]] };
+}
+
+/**
+ * The `yaml` package, once loaded. It is loaded on demand: evaluating it cost a one-task script
+ * 12 ms bundled and ~40 ms unbundled (docs/benchmarks.md), and most processes read JSON settings
+ * or none at all.
+ */
+let yaml: YamlParser | undefined;
+
+/**
+ * Loads the YAML parser for settings files. {@link loadSettingsAsync} (and so `connect()`) calls it
+ * when the settings file may be YAML; call it yourself before the synchronous
+ * {@link loadSettings} reads a YAML file.
+ */
+export async function loadYamlParser(): Promise<void> {
+  if (yaml) return;
+  const m = await import("yaml");
+  yaml = { parse: (text) => m.parse(text), YAMLParseError: m.YAMLParseError };
+}
+
 function readYaml(text: string, path: string): unknown {
+  if (!yaml) {
+    throw new SettingsError(
+      `the settings file ${path} is read as YAML, and the YAML parser is loaded on demand: use \`await loadSettingsAsync(…)\` (connect() does), or \`await loadYamlParser()\` before loadSettings()`,
+      { key: "file", value: path, source: path },
+    );
+  }
   try {
-    return parseYaml(text);
+    return yaml.parse(text);
   } catch (error) {
-    if (!(error instanceof YAMLParseError)) throw error;
+    if (!(error instanceof yaml.YAMLParseError)) throw error;
     // yaml's message ends with " at line N, column M:" and a code frame; keep the sentence.
     const detail = (error.message.split("\n")[0] ?? "").replace(/ at line \d+, column \d+:?$/, "");
     throw syntaxError(path, "YAML", detail, error.linePos?.[0].line, error);
@@ -336,6 +365,21 @@ function mergeLayer(target: Record<string, unknown>, layer: object, origin: Orig
   }
 }
 
+/** The settings file to read: `file` in code, else the one CELERITY_SETTINGS names, else none. */
+function settingsFilePath(file: string | undefined, env: Record<string, string | undefined>): string | undefined {
+  return file ?? (env[SETTINGS_FILE_ENV]?.trim() || undefined);
+}
+
+/**
+ * As {@link loadSettings}, loading the YAML parser first when the settings file is not `.json`
+ * (so a process without a YAML file never evaluates it). `connect()` uses this.
+ */
+export async function loadSettingsAsync(code: SettingsInput & { file?: string } = {}, sources: SettingsSources = {}): Promise<Settings> {
+  const path = settingsFilePath(code.file, sources.env ?? {});
+  if (path !== undefined && !/\.json$/i.test(path)) await loadYamlParser();
+  return loadSettings(code, sources);
+}
+
 /**
  * Resolves settings. Precedence: defaults < file named by env CELERITY_SETTINGS (or `file` in code)
  * < environment < code. Each layer is checked on its own, so an error names the layer at fault.
@@ -347,7 +391,7 @@ export function loadSettings(code: SettingsInput & { file?: string } = {}, sourc
   const origins = new Map<string, Origin>();
 
   const namedBy = file !== undefined ? "`file` in code" : SETTINGS_FILE_ENV;
-  const path = file ?? (env[SETTINGS_FILE_ENV]?.trim() || undefined);
+  const path = settingsFilePath(file, env);
   if (path !== undefined) {
     const origin: Origin = file !== undefined ? { source: "code" } : { source: "environment", envVar: SETTINGS_FILE_ENV };
     if (!sources.readTextFile) {

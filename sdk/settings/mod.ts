@@ -35,8 +35,12 @@ export {
   serverList,
 } from "./schema.ts";
 export {
-  /** Loads defaults < file < environment < code into resolved settings. */
+  /** Loads defaults < file < environment < code into resolved settings (a YAML file needs loadYamlParser() first). */
   loadSettings,
+  /** loadSettings(), loading the YAML parser first when the settings file may be YAML. */
+  loadSettingsAsync,
+  /** Loads the YAML parser, which settings files need and most processes do not. */
+  loadYamlParser,
   /** Parses and checks a settings file's text (YAML or JSON). */
   parseSettingsText,
   /** Reads CELERITY_* variables into a checked layer of settings. */

@@ -1,8 +1,11 @@
 import { test } from "node:test";
+import { spawnSync } from "node:child_process";
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
 import {
   loadSettings,
+  loadSettingsAsync,
+  loadYamlParser,
   parseSettingsText,
   SETTINGS_DEFAULTS,
   SETTINGS_ENV,
@@ -47,6 +50,41 @@ reconnect:
 tls:
   caFile: /etc/ssl/ca.pem
 `;
+
+// First in this file, while the YAML parser is not loaded yet (tests of a file run in order).
+test("settings - the YAML parser loads on demand: loadSettingsAsync() loads it, sync loadSettings() says how", async () => {
+  const readTextFile = files({ "/etc/celerity.yaml": YAML_FILE, "/etc/celerity.json": '{"namespace": "j"}' });
+  // JSON needs no parser, sync or not.
+  assert.equal(loadSettings({ file: "/etc/celerity.json" }, { readTextFile }).namespace, "j");
+  assert.equal((await loadSettingsAsync({ file: "/etc/celerity.json" }, { readTextFile })).namespace, "j");
+  const err = settingsError(() => loadSettings({}, { env: { CELERITY_SETTINGS: "/etc/celerity.yaml" }, readTextFile }));
+  assert.match(err.message, /\/etc\/celerity\.yaml is read as YAML, and the YAML parser is loaded on demand: use `await loadSettingsAsync\(…\)`/);
+  const s = await loadSettingsAsync({}, { env: { CELERITY_SETTINGS: "/etc/celerity.yaml" }, readTextFile });
+  assert.equal(s.namespace, "images");
+  // Loaded once, the synchronous reader has it too.
+  assert.equal(loadSettings({ file: "/etc/celerity.yaml" }, { readTextFile }).concurrency, 4);
+});
+
+test("settings - importing the client evaluates no YAML parser until a YAML file is read", () => {
+  // test/fixtures/trace_yaml.mjs reports every resolution of "yaml" on stderr.
+  const hook = new URL("../fixtures/trace_yaml.mjs", import.meta.url).href;
+  const script = `
+    const { loadSettingsAsync } = await import("./sdk/client/mod.ts").then(() => import("./sdk/settings/mod.ts"));
+    const readTextFile = (p) => (p.endsWith(".json") ? '{"namespace":"j"}' : "namespace: y\\n");
+    await loadSettingsAsync({}, { env: {}, readTextFile });
+    await loadSettingsAsync({ file: "s.json" }, { env: {}, readTextFile });
+    process.stderr.write("JSON DONE\\n");
+    const s = await loadSettingsAsync({ file: "s.yaml" }, { env: {}, readTextFile });
+    process.stderr.write("YAML " + s.namespace + "\\n");`;
+  const r = spawnSync(process.execPath, ["--import", "tsx", "--import", hook, "--input-type=module", "-e", script], { cwd: new URL("../..", import.meta.url), encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  const lines = r.stderr.split("\n").filter((l) => /RESOLVED|DONE|YAML/.test(l));
+  assert.deepEqual(lines, ["JSON DONE", "RESOLVED yaml", "YAML y"]);
+});
+
+test("settings - (the remaining tests read YAML synchronously: the parser is loaded here)", async () => {
+  await loadYamlParser();
+});
 
 test("settings - with no file, environment or code every default applies", () => {
   const settings = loadSettings();
