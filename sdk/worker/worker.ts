@@ -577,7 +577,7 @@ export class Worker implements AsyncDisposable {
       return q;
     };
     const flights = (started: boolean) =>
-      [...this.#inFlight].filter((f) => !f.settled && (f.startedAt !== undefined) === started).map((f) => ({
+      [...this.#inFlight].filter((f) => !f.settled && !f.handedOver && (f.startedAt !== undefined) === started).map((f) => ({
         id: f.task.id, task: f.task.task, queue: f.queue, args: f.task.args, receivedAt: f.receivedAt,
         ...(f.startedAt !== undefined ? { startedAt: f.startedAt } : {}), deliveryCount: f.deliveryCount, retries: f.task.retries ?? 0,
       }));
@@ -705,10 +705,10 @@ export class Worker implements AsyncDisposable {
       consumer: n.schedulerConsumer,
       prefetch: 256,
       onMessage: (msg) => {
-        void handleScheduled(n, this.#publisher, (reply, body) => client.nc.publish(reply, body), msg, async (m, reason) => {
+        void handleScheduled(n, this.#publisher, (reply, body) => client.nc.publish(reply, body), msg, async (m, reason, newerVersion) => {
           const queue = m.subject.slice(n.scheduledWildcard.length - 1) || "unknown";
-          const shape = { type: "ProtocolError", message: reason, retryable: false };
-          await this.#deadLetter(queue, m, undefined, DLQ_REASON.undecodable, reason, shape, undefined, true);
+          const shape = { type: newerVersion ? "UnsupportedVersionError" : "ProtocolError", message: reason, retryable: false };
+          await this.#deadLetter(queue, m, undefined, newerVersion ? DLQ_REASON.unsupportedVersion : DLQ_REASON.undecodable, reason, shape, undefined, true);
         }).finally(() => puller.release());
       },
       onStalled: async () => ensure(await client.jsm()),
@@ -729,7 +729,8 @@ export class Worker implements AsyncDisposable {
 
   #onRevoke(r: Revocation): void {
     for (const f of this.#inFlight) {
-      if (f.task.id !== r.id || f.settled) continue;
+      // A handed-over flight's handler has finished: its outcome is being stored, nothing to stop.
+      if (f.task.id !== r.id || f.settled || f.handedOver) continue;
       f.revoked = r;
       f.abort(new TaskRevokedError(r.id, r.reason));
       this.#log.info(`revoked ${r.id} while it ran${r.terminate ? " (terminate)" : ""}: ${r.reason}`);
@@ -1004,8 +1005,18 @@ export class Worker implements AsyncDisposable {
     if (committing >= (this.#queueConfig.get(flight.queue)?.prefetch ?? 1)) return;
     this.#committing.set(flight.queue, committing + 1);
     flight.handedOver = true;
-    this.#pullers.get(flight.queue)?.release();
-    this.#finishSlot(flight.queue);
+    // In a microtask, not a call: the next waiting task may run a synchronous handler and hand
+    // over in turn, and direct calls would nest one stack frame per waiting task (a backlog of
+    // prefetch synchronous tasks overflowed the stack in review).
+    queueMicrotask(() => {
+      this.#finishSlot(flight.queue);
+      try {
+        this.#pullers.get(flight.queue)?.release();
+      } catch (err) {
+        // A draining or closed connection refuses the pull request; the puller asks again later.
+        this.#log.warn(`could not ask for the next message of ${flight.queue}: ${(err as Error).message}`);
+      }
+    });
   }
 
   /** Runs the task in the pool; resolves with its value, throws what the handler threw. */

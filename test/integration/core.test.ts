@@ -213,6 +213,13 @@ describe("core", () => {
     assert.equal((await c.status("wrong-args")).record?.error?.type, "InvalidArgumentsError");
     assert.equal(await streamMessages(c, n.tasksStream), 0, "nothing left in the work queue");
     assert.equal(w.stats.deadLettered, 5);
+    // The same reasons for a delayed task, found by the scheduler.
+    const h = headers();
+    h.set(HEADER.msgId, "future-delayed");
+    await c.publisher.publish(n.scheduledSubject("default"), task("future-delayed", { v: 99, eta: Date.now() + 60_000 }), h);
+    await eventually(async () => (await streamMessages(c, n.dlqStream)) === 6, 10_000, "the sixth dead letter");
+    const sixth = await jsm.streams.getMessage(n.dlqStream, { seq: 6 });
+    assert.match(`${sixth!.header?.get(HEADER.dlqReason)}: ${sixth!.header?.get(HEADER.dlqDetail)}`, /^unsupported-version: task message has protocol version 99/);
   });
 
   test("events - every sent task and state change reaches the events stream", async () => {
@@ -443,6 +450,29 @@ describe("core", () => {
     // Read from the results bucket by a client that did not send them (no cached replies).
     await using reader = await client(server, ns);
     for (const h of handles) assert.equal((await reader.status(h.id)).state, "SUCCESS");
+  });
+
+  test("worker - a backlog of synchronous tasks behind a slow one runs without nesting calls", async () => {
+    const ns = freshNamespace();
+    const N = 3000;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    await using w = worker(server, ns, { concurrency: 1, prefetch: N + 1 })
+      .implement(slow, () => gate.then(() => ({ slept: 0 })))
+      .implement(add, ({ a, b }) => a + b);
+    await w.start();
+    await using c = await client(server, ns);
+    const first = await c.send(slow, { ms: 0 });
+    await eventually(() => w.active === 1, 5000, "the slow task to start");
+    const handles = await Promise.all(Array.from({ length: N }, (_, i) => c.send(add, { a: i, b: 1 })));
+    // Every one of them delivered and waiting behind the slow task, then released at once.
+    await eventually(() => w.stats.received === N + 1, 20_000, "the backlog to be delivered");
+    release();
+    await first.result({ timeout: 20_000 });
+    const results = await Promise.all(handles.map((h) => h.result({ timeout: 60_000 })));
+    assert.deepEqual(results.slice(0, 3), [1, 2, 3]);
+    assert.equal(w.stats.succeeded, N + 1);
+    assert.equal(w.stats.failed, 0);
   });
 
   test("worker - close() waits for outcomes still being stored after their handler finished", async () => {
