@@ -51,6 +51,11 @@ export interface CanvasClient {
   /** JetStream management: chords keep their state in a stream (required once a canvas has a chord). */
   jsm?(): Promise<JetStreamManager>;
   readonly settings?: CanvasSettings;
+  /**
+   * Queues a task event in the client's event batches (byte-limited, counted when dropped).
+   * `Client` has it; without it each event is published as its own message.
+   */
+  pushEvent?(event: TaskEvent): void;
 }
 
 /** A chord membership: this task's outcome is member `i` of the `n` members of chord `chord`. */
@@ -247,13 +252,23 @@ export class Launcher {
     this.#events.push(event);
   }
 
-  /** Publishes the collected `task-sent` events as one batch (best effort, deduplicated by `key`). */
+  /**
+   * Hands the collected events to the client's event batches, which keep every batch under the
+   * server's max_payload (a canvas of 1,000 members with 1 KB args made one 1 MB message, refused
+   * whole). Without `pushEvent`, each event goes alone, deduplicated by `key` and its index.
+   */
   flushEvents(key: string): void {
     if (this.#events.length === 0 || this.client.settings?.events === false) return;
-    const h = natsHeaders();
-    h.set(HEADER.msgId, `ev.${key}`);
     const events = this.#events.splice(0);
-    this.client.publisher.publish(this.client.names.eventsSubject("task"), encode({ v: PROTOCOL_VERSION, events }), h).catch(() => {});
+    if (this.client.pushEvent) {
+      for (const e of events) this.client.pushEvent(e);
+      return;
+    }
+    events.forEach((e, i) => {
+      const h = natsHeaders();
+      h.set(HEADER.msgId, `ev.${key}.${i}`);
+      this.client.publisher.publish(this.client.names.eventsSubject("task"), encode({ v: PROTOCOL_VERSION, events: [e] }), h).catch(() => {});
+    });
   }
 }
 

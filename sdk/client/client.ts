@@ -25,6 +25,7 @@ import {
   type ControlReply,
   type Names,
   type ResultRecord,
+  type TaskEvent,
   type WorkerEntry,
 } from "../protocol/mod.ts";
 import {
@@ -255,6 +256,11 @@ export class Client implements AsyncDisposable {
    */
   get eventsDropped(): number {
     return this.#events?.dropped ?? 0;
+  }
+
+  /** @internal queues a task event in this client's batches (canvas launches); nothing when events are off. */
+  pushEvent(event: TaskEvent): void {
+    this.#events?.push(event);
   }
 
   /**

@@ -15,9 +15,10 @@ const BATCH_SLACK = 4096;
 const VALUE_FIELDS = ["args", "result", "progress", "error"] as const;
 
 /**
- * The largest user value (args, result, progress) an event carries: half the server's
- * max_payload, so one event always fits a batch with room to spare. A larger value is left out and
- * named in the event's `omitted` field with its size (docs/protocol.md §9.2).
+ * The largest event (and so the largest user value: args, result, progress) an event carries:
+ * half the server's max_payload, so one event always fits a batch with room to spare. Values that
+ * make an event larger are left out and named in its `omitted` field with their sizes
+ * (docs/protocol.md §9.1).
  */
 export function eventValueLimit(nc: NatsConnection): number {
   return Math.floor((nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD) / 2);

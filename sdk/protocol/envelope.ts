@@ -218,9 +218,9 @@ export interface TaskEvent {
   priority?: number;
   runtimeMs?: number;
   /**
-   * User values left out because they were larger than half the server's max_payload (so one event
-   * always fits a batch): field name → its MessagePack size in bytes. The results bucket (or the
-   * task message) holds the value itself.
+   * User values left out because they made the event larger than half the server's max_payload
+   * (so one event always fits a batch): field name → its MessagePack size in bytes. The results
+   * bucket (or the task message) holds the value itself.
    */
   omitted?: { args?: number; result?: number; progress?: number; error?: number };
 }

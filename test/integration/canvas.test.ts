@@ -177,6 +177,28 @@ describe("canvas", () => {
     await assert.rejects(mixed.result(), RemoteTaskError);
   });
 
+  test("canvas - a group too large for one event message still reports every member's task-sent", async () => {
+    await using math = await mathNamespace();
+    const { c } = math;
+    // 600 members with 2 KB of args each: 1.2 MB of task-sent events, above the 1 MiB max_payload.
+    const pad = "p".repeat(2000);
+    const g = await apply(c, group(Array.from({ length: 600 }, (_, i) => call(seen, { i, pad }))), { id: "big" });
+    await g.results({ timeout: 60_000 });
+    const jsm = await c.jsm();
+    const sent = new Set<string>();
+    await eventually(async () => {
+      const { state } = await jsm.streams.info(c.names.eventsStream);
+      for (let seq = state.first_seq; seq <= state.last_seq && state.messages > 0; seq++) {
+        const m = await jsm.streams.getMessage(c.names.eventsStream, { seq });
+        for (const e of (decode(m!.data) as { events: { type: string; id: string }[] }).events) {
+          if (e.type === "task-sent" && e.id.startsWith("big.")) sent.add(e.id);
+        }
+      }
+      return sent.size === 600;
+    }, 10_000, "600 task-sent events");
+    assert.equal(c.eventsDropped, 0);
+  });
+
   test("canvas - a chord sends its callback the members' results, counted in JetStream", async () => {
     await using math = await mathNamespace();
     const { k, c } = math;
