@@ -492,13 +492,30 @@ export interface Forgotten {
  * back to write into a forgotten run.
  */
 export async function forget(client: Client, runId: string, options: { force?: boolean } = {}): Promise<Forgotten> {
+  const kv = await workflowKv(client);
+  if (!(await read<RunRecord>(kv, runKey(runId)))) {
+    // No run record: an unknown id, or records a straggler wrote after an earlier forget.
+    const records = await purgeRun(client, runId);
+    if (records === 0) throw new ProtocolError(`no workflow run "${runId}"`);
+    return { runs: [runId], records };
+  }
   const s = await status(client, runId);
   if (s.state === "running" || s.state === "paused") {
     if (!options.force) throw new ProtocolError(`workflow run "${runId}" is ${s.state}: cancel it first, or forget it with { force: true }`);
     await cancel(client, runId);
   }
-  return { runs: [runId], records: await purgeRun(client, runId) };
+  let records = await purgeRun(client, runId);
+  if (options.force) {
+    // A stage task that read the run before cancel() may still record what followed it: purge
+    // once more after it had time to finish. Later stragglers need a second forget().
+    await new Promise((r) => setTimeout(r, FORGET_SETTLE_MS));
+    records += await purgeRun(client, runId);
+  }
+  return { runs: [runId], records };
 }
+
+/** How long forget({ force }) waits before its second purge. */
+const FORGET_SETTLE_MS = 1000;
 
 /**
  * Forgets every run that ended (`succeeded`, `failed`, `cancelled`) more than `olderThanMs` ago,

@@ -196,6 +196,7 @@ test("workflow - forget removes a finished run's records; a moving run only with
     assert.deepEqual(forgotten, { runs: [done.runId], records: 5 });
     assert.equal(await keysOf(done.runId), 0);
     await assert.rejects(status(c, done.runId), /no workflow run/);
+    await assert.rejects(forget(c, done.runId), /no workflow run/);
     assert.ok(!(await runs(c)).includes(done.runId));
 
     await assert.rejects(forget(c, moving.runId), /is running: cancel it first, or forget it with \{ force: true \}/);
