@@ -180,9 +180,9 @@ describe("canvas", () => {
   test("canvas - a group too large for one event message still reports every member's task-sent", async () => {
     await using math = await mathNamespace();
     const { c } = math;
-    // 600 members with 2 KB of args each: 1.2 MB of task-sent events, above the 1 MiB max_payload.
-    const pad = "p".repeat(2000);
-    const g = await apply(c, group(Array.from({ length: 600 }, (_, i) => call(seen, { i, pad }))), { id: "big" });
+    // 300 members with 4 KB of args each: 1.2 MB of task-sent events, above the 1 MiB max_payload.
+    const pad = "p".repeat(4000);
+    const g = await apply(c, group(Array.from({ length: 300 }, (_, i) => call(seen, { i, pad }))), { id: "big" });
     await g.results({ timeout: 60_000 });
     const jsm = await c.jsm();
     const sent = new Set<string>();
@@ -194,8 +194,8 @@ describe("canvas", () => {
           if (e.type === "task-sent" && e.id.startsWith("big.")) sent.add(e.id);
         }
       }
-      return sent.size === 600;
-    }, 10_000, "600 task-sent events");
+      return sent.size === 300;
+    }, 10_000, "300 task-sent events");
     assert.equal(c.eventsDropped, 0);
   });
 
