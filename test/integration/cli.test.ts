@@ -45,6 +45,12 @@ describe("cli", () => {
     assert.match(help.stdout, /^Usage: celerity worker -A <tasks module>/);
   });
 
+  test("cli - each command of the lazy table loads the command of its name", async () => {
+    const { COMMANDS } = await import("../../sdk/cli/mod.ts");
+    for (const [name, load] of COMMANDS) assert.equal((await load()).name, name);
+    assert.equal(COMMANDS.size, 16);
+  });
+
   test("cli - bin/celerity.mjs runs with or without dist/", async () => {
     const r = await finished(spawn(process.execPath, ["bin/celerity.mjs", "--help"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] }), 20_000);
     assert.equal(r.code, 0, r.stderr);
