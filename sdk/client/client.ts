@@ -3,7 +3,7 @@
  * It never imports worker code, so notebooks, scripts and the HPC callback stay small.
  */
 import { createInbox, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/nats-core";
-import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import type { JetStreamManager } from "@nats-io/jetstream";
 import {
   ConnectionClosedError,
   decode,
@@ -244,9 +244,12 @@ export class Client implements AsyncDisposable {
     return this.#topology;
   }
 
-  /** JetStream management API on this connection (cached). */
+  /**
+   * JetStream management API on this connection (cached). @nats-io/jetstream is imported on first
+   * use: a script that only sends to known queues never needs it (14 ms to load unbundled).
+   */
   jsm(): Promise<JetStreamManager> {
-    this.#jsm ??= jetstreamManager(this.nc, { timeout: this.settings.requestTimeout });
+    this.#jsm ??= import("@nats-io/jetstream").then(({ jetstreamManager }) => jetstreamManager(this.nc, { timeout: this.settings.requestTimeout }));
     return this.#jsm;
   }
 

@@ -2,7 +2,7 @@
  * Creates the streams and the results bucket of a namespace, idempotently. Works on nats-server
  * 2.9.10: only features that server has are used (no per-message TTL, no stream metadata).
  */
-import { jetstreamManager, type JetStreamManager, type StreamConfig } from "@nats-io/jetstream";
+import type { JetStreamManager, StreamConfig } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
 import type { Names } from "../protocol/mod.ts";
 
@@ -119,6 +119,8 @@ export function isNotFound(err: unknown): boolean {
 
 /** Creates the whole topology of a namespace (streams and results bucket). */
 export async function ensureTopology(nc: NatsConnection, n: Names, o: TopologyOptions): Promise<void> {
+  // Imported here, not at the top: see Client.jsm().
+  const { jetstreamManager } = await import("@nats-io/jetstream");
   const jsm = await jetstreamManager(nc);
   await ensureStreams(jsm, streamConfigs(n, o));
 }
