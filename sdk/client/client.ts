@@ -206,13 +206,11 @@ export class Client implements AsyncDisposable {
 
   /** Live workers from the registry: host, pid, queues, concurrency, active, processed, heartbeat. */
   async workers(): Promise<WorkerEntry[]> {
-    await this.ensureTopology();
     return listWorkers(await this.jsm(), this.names);
   }
 
   /** Tasks waiting for their ETA (countdowns and retry delays), soonest first. */
   async scheduled(limit = 1000): Promise<Awaited<ReturnType<typeof listScheduled>>> {
-    await this.ensureTopology();
     return listScheduled(await this.jsm(), this.names, limit);
   }
 

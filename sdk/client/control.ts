@@ -15,6 +15,7 @@ import {
   type TaskMessage,
   type WorkerEntry,
 } from "../protocol/mod.ts";
+import { isNotFound } from "./topology.ts";
 
 /** Options of inspect/control calls. */
 export interface ControlOptions {
@@ -74,7 +75,8 @@ export async function gatherReplies(
 /** Live workers from the registry (entries expire one lease after a worker's last heartbeat). */
 export async function listWorkers(jsm: JetStreamManager, names: Names): Promise<WorkerEntry[]> {
   const stream = `KV_${names.workersBucket}`;
-  const info = await jsm.streams.info(stream, { subjects_filter: `$KV.${names.workersBucket}.>` });
+  const info = await streamInfoOrNone(jsm, stream, { subjects_filter: `$KV.${names.workersBucket}.>` });
+  if (!info) return []; // no worker ever started in this namespace
   const subjects = Object.keys(info.state.subjects ?? {});
   const out: WorkerEntry[] = [];
   for (const subject of subjects) {
@@ -88,11 +90,21 @@ export async function listWorkers(jsm: JetStreamManager, names: Names): Promise<
   return out.sort((a, b) => a.id.localeCompare(b.id));
 }
 
+/** A stream's info, or undefined when it does not exist (read calls do not create topology). */
+async function streamInfoOrNone(jsm: JetStreamManager, stream: string, opts?: Parameters<JetStreamManager["streams"]["info"]>[1]) {
+  try {
+    return await jsm.streams.info(stream, opts);
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
+}
+
 /** Tasks waiting for their ETA in the scheduled stream, soonest first. */
 export async function listScheduled(jsm: JetStreamManager, names: Names, limit = 1000): Promise<(Pick<TaskMessage, "id" | "task" | "queue" | "eta" | "retries">)[]> {
-  const info = await jsm.streams.info(names.scheduledStream);
+  const info = await streamInfoOrNone(jsm, names.scheduledStream);
   const out: Pick<TaskMessage, "id" | "task" | "queue" | "eta" | "retries">[] = [];
-  if (info.state.messages === 0) return out;
+  if (!info || info.state.messages === 0) return out;
   for (let seq = info.state.first_seq; seq <= info.state.last_seq && out.length < limit; seq++) {
     try {
       const m = await jsm.streams.getMessage(names.scheduledStream, { seq });

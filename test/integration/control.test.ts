@@ -42,6 +42,17 @@ describe("control", () => {
     assert.ok(Date.now() - listed[0]!.heartbeatAt < 10_000);
   });
 
+  test("registry - reading workers and scheduled tasks of an empty namespace creates nothing", async () => {
+    const ns = freshNamespace();
+    await using c = await client(server, ns);
+    assert.deepEqual(await c.workers(), []);
+    assert.deepEqual(await c.scheduled(), []);
+    const jsm = await c.jsm();
+    const ours: string[] = [];
+    for await (const s of jsm.streams.list()) if (s.config.name.includes(ns)) ours.push(s.config.name);
+    assert.deepEqual(ours, [], "no stream or bucket was created by a read");
+  });
+
   test("inspect - ping, registered, active, reserved, scheduled, stats, queues, revoked", async () => {
     const ns = freshNamespace();
     await using w = worker(server, ns, { concurrency: 1, prefetch: 2 }).implement(nap, async ({ ms }) => {
