@@ -1,8 +1,12 @@
 /**
  * A script that uses only the client, run unmodified by node (through tsx), `deno run -A` and bun
  * (test/integration/runtimes.test.ts). Servers and namespace come from CELERITY_SERVERS and
- * CELERITY_NAMESPACE; a worker with examples/tasks must be running. Prints `ok <runtime> …`.
+ * CELERITY_NAMESPACE (and, at the end, from a YAML settings file: its parser loads on demand); a
+ * worker with examples/tasks must be running. Prints `ok <runtime> …`.
  */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { connect, RemoteTaskError, STATE } from "../../sdk/client/mod.ts";
 import { add, thumbnail } from "../../examples/tasks/signatures.ts";
 
@@ -43,6 +47,19 @@ try {
     check(false, "a task nobody implements succeeded");
   } catch (err) {
     check(err instanceof RemoteTaskError && err.remoteType === "NotRegisteredError", `unexpected error ${err}`);
+  }
+
+  // A YAML settings file: its parser is imported on demand (sdk/settings), under every runtime.
+  const dir = mkdtempSync(join(tmpdir(), "celerity-smoke-"));
+  const file = join(dir, "celerity.yaml");
+  writeFileSync(file, `# read by ${runtime}\nrequestTimeout: 7000\nevents: false\n`);
+  const fromYaml = await connect({ file });
+  try {
+    check(fromYaml.settings.requestTimeout === 7000 && fromYaml.settings.events === false, `YAML settings ${JSON.stringify(fromYaml.settings.requestTimeout)}`);
+    check((await fromYaml.call(add, { a: 1, b: 1 }, { timeout: 15_000 })) === 2, "call() through the YAML-configured client");
+  } finally {
+    await fromYaml.close();
+    rmSync(dir, { recursive: true, force: true });
   }
   console.log(`ok ${runtime}`);
 } finally {
