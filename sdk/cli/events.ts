@@ -59,6 +59,12 @@ function clip(text: string, max = 200): string {
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 }
 
+/** A user value of an event as JSON, or what the event says of it when it was left out (too large). */
+function valueOf(e: TaskEvent, field: "args" | "result" | "progress"): string {
+  const omitted = e.omitted?.[field];
+  return omitted !== undefined ? `(${omitted} bytes, not carried by events)` : json(e[field]);
+}
+
 function json(value: unknown): string {
   try {
     return JSON.stringify(value, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v)) ?? "undefined";
@@ -80,16 +86,16 @@ export function eventDetail(e: TaskEvent): string {
         e.expires !== undefined ? `expires ${new Date(e.expires).toISOString()}` : "",
         e.priority ? `priority ${e.priority}` : "",
       ].filter(Boolean);
-      return clip([`args ${json(e.args)}`, ...extra].join(" "));
+      return clip([`args ${valueOf(e, "args")}`, ...extra].join(" "));
     }
     case "task-received":
       return e.retries ? `retry ${e.retries}` : "";
     case "task-progress":
-      return clip(`progress ${json(e.progress)}`);
+      return clip(`progress ${valueOf(e, "progress")}`);
     case "task-retried":
       return clip(`retry ${e.retries ?? "?"}${e.eta !== undefined ? ` at ${new Date(e.eta).toISOString()}` : ""}${e.error ? `: ${errorText(e)}` : ""}`);
     case "task-succeeded":
-      return clip(`${e.runtimeMs !== undefined ? `${e.runtimeMs} ms → ` : ""}${json(e.result)}`);
+      return clip(`${e.runtimeMs !== undefined ? `${e.runtimeMs} ms → ` : ""}${valueOf(e, "result")}`);
     case "task-failed":
       return clip(errorText(e));
     case "task-revoked":
