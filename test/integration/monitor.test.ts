@@ -61,8 +61,11 @@ async function finalEventsStored(c: Client, ids: string[]): Promise<TaskEvent[]>
   return eventually(async () => {
     const all = await readAll(c);
     const done = new Set(all.filter((e) => finals.includes(e.type)).map((e) => e.id));
-    return ids.every((id) => done.has(id)) ? all : undefined;
-  }, 15_000, "final events of every task");
+    // The client's task-sent batch and the worker's batches are stored independently: a task's
+    // final event can be stored before its task-sent. Wait for both.
+    const sent = new Set(all.filter((e) => e.type === EVENT.sent).map((e) => e.id));
+    return ids.every((id) => done.has(id) && sent.has(id)) ? all : undefined;
+  }, 15_000, "task-sent and final events of every task");
 }
 
 async function celerity(args: string[]): Promise<{ code: number; out: string; err: string }> {
