@@ -190,11 +190,7 @@ export async function apply<C extends Canvas>(client: ApplyClient, canvas: C, op
   if (compiled.hasChord) await ensureChordBucket(client);
   const rootId = compiled.node.kind === "call" ? compiled.node.id! : canvasId;
   const launcher = new Launcher(client, { rootId });
-  try {
-    await launcher.launch(compiled.node, undefined);
-  } finally {
-    launcher.flushEvents(`${rootId}.sent`);
-  }
+  await launcher.launch(compiled.node, undefined);
   const plan = compiled.plan;
   const h = canvas.kind === "chain" ? new ChainHandle(handleOf(client, firstOf(plan)), handleOf(client, plan.kind === "chain" ? plan.last : plan)) : handleOf(client, plan);
   return h as unknown as HandleOf<C>;

@@ -81,11 +81,7 @@ export async function afterTask(client: CanvasClient, task: TaskMessage, record:
     jobs.push(recordMember(client, callbacks.member));
   }
   if (!jobs.length) return;
-  try {
-    await Promise.all(jobs);
-  } finally {
-    launcher.flushEvents(`${task.id}.cb`);
-  }
+  await Promise.all(jobs);
 }
 
 /** A callback entry as a node: legacy specs and id-less calls get the id derived from the parent. */

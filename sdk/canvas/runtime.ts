@@ -37,8 +37,6 @@ export interface CanvasSettings {
   readonly resultExpires?: number;
   readonly replicas?: number;
   readonly storage?: "file" | "memory";
-  /** Publish `task-sent` events for the tasks canvas sends. */
-  readonly events?: boolean;
 }
 
 /**
@@ -52,10 +50,10 @@ export interface CanvasClient {
   jsm?(): Promise<JetStreamManager>;
   readonly settings?: CanvasSettings;
   /**
-   * Queues a task event in the client's event batches (byte-limited, counted when dropped).
-   * `Client` has it; without it each event is published as its own message.
+   * Queues a task event in the client's event batches (byte-limited, counted when dropped;
+   * nothing when the client's events are off). `Client.pushEvent` does.
    */
-  pushEvent?(event: TaskEvent): void;
+  pushEvent(event: TaskEvent): void;
 }
 
 /** A chord membership: this task's outcome is member `i` of the `n` members of chord `chord`. */
@@ -170,7 +168,6 @@ export function ensureChordBucket(client: CanvasClient): Promise<void> {
 
 /** Sends canvases as tasks and collects their `task-sent` events into one batch. */
 export class Launcher {
-  readonly #events: TaskEvent[] = [];
   constructor(
     readonly client: CanvasClient,
     readonly origin: Origin,
@@ -224,7 +221,7 @@ export class Launcher {
     if (eta !== undefined) event.eta = eta;
     if (message.expires !== undefined) event.expires = message.expires;
     if (o.priority) event.priority = o.priority;
-    this.#events.push(event);
+    this.client.pushEvent(event);
   }
 
   async #sendChord(node: ChordNode, input: Input | undefined, then: { next?: Node; member?: Membership }): Promise<void> {
@@ -247,29 +244,6 @@ export class Launcher {
     await Promise.all(node.header.map((m, i) => this.launch(m, input, { member: { chord: node.id, i, n } })));
   }
 
-  /** Adds an event to the batch {@link flushEvents} publishes. */
-  event(event: TaskEvent): void {
-    this.#events.push(event);
-  }
-
-  /**
-   * Hands the collected events to the client's event batches, which keep every batch under the
-   * server's max_payload (a canvas of 1,000 members with 1 KB args made one 1 MB message, refused
-   * whole). Without `pushEvent`, each event goes alone, deduplicated by `key` and its index.
-   */
-  flushEvents(key: string): void {
-    if (this.#events.length === 0 || this.client.settings?.events === false) return;
-    const events = this.#events.splice(0);
-    if (this.client.pushEvent) {
-      for (const e of events) this.client.pushEvent(e);
-      return;
-    }
-    events.forEach((e, i) => {
-      const h = natsHeaders();
-      h.set(HEADER.msgId, `ev.${key}.${i}`);
-      this.client.publisher.publish(this.client.names.eventsSubject("task"), encode({ v: PROTOCOL_VERSION, events: [e] }), h).catch(() => {});
-    });
-  }
 }
 
 /**
@@ -374,7 +348,7 @@ async function finishChord(client: CanvasClient, chordId: string): Promise<void>
     // The body never runs: its record says why, so its handle rejects with the ChordError.
     await Promise.all(bodyTails.map((t) => {
       const record: ResultRecord = { v: PROTOCOL_VERSION, id: t.id, task: t.task, state: STATE.failure, error, finishedAt: now };
-      launcher.event({ type: EVENT.failed, id: t.id, task: t.task, at: now, error });
+      client.pushEvent({ type: EVENT.failed, id: t.id, task: t.task, at: now, error });
       return client.publisher.publish(names.resultSubject(t.id), encode({ kind: "result", ...record }));
     }));
     const first = bodyTails[0]!;
@@ -382,7 +356,6 @@ async function finishChord(client: CanvasClient, chordId: string): Promise<void>
     await Promise.all((spec.linkError ?? []).map((l) => launcher.launch(l, input)));
     if (spec.member) await recordMember(client, spec.member);
   }
-  launcher.flushEvents(`${chordId}.done`);
   await markSent(client, chordId);
 }
 

@@ -284,6 +284,7 @@ describe("canvas", () => {
       settings: c.settings,
       jsm: () => c.jsm(),
       task: (id, sig) => c.task(id, sig!),
+      pushEvent: (e) => c.pushEvent(e),
       publisher: {
         publish: async (subject: string, data: Uint8Array, h?: MsgHdrs) => {
           const ack = await c.publisher.publish(subject, data, h);

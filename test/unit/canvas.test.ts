@@ -49,7 +49,8 @@ function fakeClient(): ApplyClient & { sent: Sent[] } {
   return {
     sent,
     names: names("unit"),
-    settings: { events: false },
+    settings: {},
+    pushEvent: () => {},
     publisher: {
       publish: async (subject: string, data: Uint8Array, headers?: MsgHdrs) => {
         sent.push({ subject, headers, body: decode(data) });
