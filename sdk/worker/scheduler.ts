@@ -10,14 +10,14 @@
  */
 import type { Msg, MsgHdrs } from "@nats-io/nats-core";
 import { copyHeaders } from "./headers.ts";
-import { ACK, decodeTaskMessage, HEADER, UnsupportedVersionError, type Names } from "../protocol/mod.ts";
+import { ACK, decodeTaskMessage, HEADER, type Names } from "../protocol/mod.ts";
 import type { AckedPublisher } from "../client/mod.ts";
 
 /** What the scheduler decides for one message. */
 export type ScheduleDecision =
   | { kind: "wait"; delayMs: number }
   | { kind: "move"; subject: string }
-  | { kind: "invalid"; reason: string; newerVersion: boolean };
+  | { kind: "invalid"; error: Error };
 
 /** Tasks due within this many ms are moved now (a nak delay below it is not worth a round trip). */
 const DUE_SLACK_MS = 10;
@@ -30,7 +30,7 @@ export function decide(names: Names, data: Uint8Array, now: number): ScheduleDec
   try {
     task = decodeTaskMessage(data);
   } catch (err) {
-    return { kind: "invalid", reason: (err as Error).message, newerVersion: err instanceof UnsupportedVersionError };
+    return { kind: "invalid", error: err as Error };
   }
   const eta = task.eta ?? 0;
   if (eta - now > DUE_SLACK_MS) return { kind: "wait", delayMs: Math.min(eta - now, MAX_DELAY_MS) };
@@ -43,10 +43,10 @@ export async function handleScheduled(
   publisher: AckedPublisher,
   publishAck: (reply: string, body: string) => void,
   msg: Msg,
-  onInvalid: (msg: Msg, reason: string, newerVersion: boolean) => Promise<void>,
+  onInvalid: (msg: Msg, error: Error) => Promise<void>,
 ): Promise<void> {
   const d = decide(names, msg.data, Date.now());
-  if (d.kind === "invalid") return onInvalid(msg, d.reason, d.newerVersion);
+  if (d.kind === "invalid") return onInvalid(msg, d.error);
   if (d.kind === "wait") {
     publishAck(msg.reply!, `${ACK.nak} ${JSON.stringify({ delay: Math.round(d.delayMs * 1e6) })}`);
     return;

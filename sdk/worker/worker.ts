@@ -705,11 +705,9 @@ export class Worker implements AsyncDisposable {
       consumer: n.schedulerConsumer,
       prefetch: 256,
       onMessage: (msg) => {
-        void handleScheduled(n, this.#publisher, (reply, body) => client.nc.publish(reply, body), msg, async (m, reason, newerVersion) => {
-          const queue = m.subject.slice(n.scheduledWildcard.length - 1) || "unknown";
-          const shape = { type: newerVersion ? "UnsupportedVersionError" : "ProtocolError", message: reason, retryable: false };
-          await this.#deadLetter(queue, m, undefined, newerVersion ? DLQ_REASON.unsupportedVersion : DLQ_REASON.undecodable, reason, shape, undefined, true);
-        }).finally(() => puller.release());
+        void handleScheduled(n, this.#publisher, (reply, body) => client.nc.publish(reply, body), msg, (m, err) =>
+          this.#deadLetterUnreadable(m.subject.slice(n.scheduledWildcard.length - 1) || "unknown", m, err, true),
+        ).finally(() => puller.release());
       },
       onStalled: async () => ensure(await client.jsm()),
     });
@@ -815,8 +813,7 @@ export class Worker implements AsyncDisposable {
     try {
       task = decodeTaskMessage(msg.data);
     } catch (err) {
-      const reason = err instanceof UnsupportedVersionError ? DLQ_REASON.unsupportedVersion : DLQ_REASON.undecodable;
-      void this.#deadLetter(queue, msg, undefined, reason, (err as Error).message, toErrorShape(err, false));
+      void this.#deadLetterUnreadable(queue, msg, err as Error, false);
       return;
     }
     if (deliveryCount > this.#maxDeliver) {
@@ -1212,6 +1209,12 @@ export class Worker implements AsyncDisposable {
    * Copies the message to the dead-letter stream with the reason, records FAILURE under the task
    * id when there is one, and only then acks the original.
    */
+  /** A message that is no task message (malformed, or of a newer protocol version), from a queue or the scheduler. */
+  #deadLetterUnreadable(queue: string, msg: Msg, err: Error, fromScheduler: boolean): Promise<void> {
+    const reason = err instanceof UnsupportedVersionError ? DLQ_REASON.unsupportedVersion : DLQ_REASON.undecodable;
+    return this.#deadLetter(queue, msg, undefined, reason, err.message, toErrorShape(err, false), undefined, fromScheduler);
+  }
+
   async #deadLetter(queue: string, msg: Msg, task: TaskMessage | undefined, reason: DlqReason, detail: string, error: ErrorShape, flight?: InFlight, fromScheduler = false): Promise<void> {
     this.#log.warn(`dead-lettering a message of queue ${queue}: ${reason}: ${detail}`);
     // MsgHdrs.get() answers "" for a missing header: `||`, not `??`.
