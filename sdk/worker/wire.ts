@@ -247,7 +247,7 @@ export class TaskEvents {
     retries: Uint8Array;
     /** `"worker": <id>, "result": ` */
     result: Uint8Array;
-    /** `"worker": <id>, "omitted": {"result": ` (a result too large for an event) */
+    /** `"worker": <id>, "omitted": ` (then `{"result": <bytes>}`, for a result too large for an event) */
     omitted: Uint8Array;
   };
 
@@ -266,16 +266,7 @@ export class TaskEvents {
       succeeded: run(8, "type", EVENT.succeeded, "id"),
       retries: run(0, "worker", workerId, "retries"),
       result: run(0, "worker", workerId, "result"),
-      omitted: (() => {
-        const w = new Writer(256);
-        w.begin();
-        w.value("worker");
-        w.value(workerId);
-        w.value("omitted");
-        w.map(1);
-        w.value("result");
-        return w.end();
-      })(),
+      omitted: run(0, "worker", workerId, "omitted"),
     };
   }
 
@@ -300,6 +291,8 @@ export class TaskEvents {
     const w = this.#head(this.#runs.succeeded, id, task, queue, at);
     if (result.length > this.#buffer.valueLimit) {
       w.bytes(this.#runs.omitted);
+      w.map(1);
+      w.str("result");
       w.num(result.length);
     } else {
       w.bytes(this.#runs.result);

@@ -1043,11 +1043,16 @@ export class Worker implements AsyncDisposable {
     } else this.#checkIdle();
   }
 
-  /** While stopping: resolves close()'s wait once nothing runs and every outcome is stored and acked. */
+  /** Nothing runs and every outcome is stored and acked. */
+  #idle(): boolean {
+    if (this.#running > 0) return false;
+    for (const n of this.#committing.values()) if (n > 0) return false;
+    return true;
+  }
+
+  /** While stopping: resolves close()'s wait once the worker is idle. */
   #checkIdle(): void {
-    if (this.#state !== "stopping" || this.#running > 0) return;
-    for (const n of this.#committing.values()) if (n > 0) return;
-    this.#onIdle?.();
+    if (this.#state === "stopping" && this.#idle()) this.#onIdle?.();
   }
 
   #queueAckWaitMs(queue: string): number {
@@ -1148,22 +1153,25 @@ export class Worker implements AsyncDisposable {
     if (flight.settled) return;
     flight.settled = true;
     this.#inFlight.delete(flight);
-    if (flight.fromScheduler || flight.handedOver) {
-      // The scheduler's puller is released by its own handler; a handed-over flight gave its
-      // credit back when its handler finished.
-      if (flight.msg.reply && !this.#client!.nc.isClosed()) this.#client!.nc.publish(flight.msg.reply, ack === ACK.ack ? ACK_BODY : ack);
-      if (flight.handedOver) {
-        this.#committing.set(flight.queue, (this.#committing.get(flight.queue) ?? 1) - 1);
-        this.#checkIdle();
-      }
-      return;
+    this.#ack(flight.msg, ack);
+    if (flight.handedOver) {
+      // Its credit went back when its handler finished.
+      this.#committing.set(flight.queue, (this.#committing.get(flight.queue) ?? 1) - 1);
+      this.#checkIdle();
+    } else if (!flight.fromScheduler) {
+      // The scheduler's puller is released by its own handler.
+      this.#pullers.get(flight.queue)?.release();
     }
-    this.#settle(flight.queue, flight.msg, ack);
   }
 
+  /** Acks (or naks) `msg` and gives its credit back. */
   #settle(queue: string, msg: Msg, ack: string): void {
-    if (msg.reply && !this.#client!.nc.isClosed()) this.#client!.nc.publish(msg.reply, ack === ACK.ack ? ACK_BODY : ack);
+    this.#ack(msg, ack);
     this.#pullers.get(queue)?.release();
+  }
+
+  #ack(msg: Msg, ack: string): void {
+    if (msg.reply && !this.#client!.nc.isClosed()) this.#client!.nc.publish(msg.reply, ack === ACK.ack ? ACK_BODY : ack);
   }
 
   async #retry(flight: InFlight, reg: Registration, error: ErrorShape, explicitDelay?: number): Promise<void> {
@@ -1339,7 +1347,7 @@ export class Worker implements AsyncDisposable {
     const waiting = [...this.#inFlight].filter((f) => f.startedAt === undefined && !f.settled && f.state === STATE.received);
     this.#waiting.length = 0;
     for (const f of waiting) this.#finishFlight(f, ACK.nak);
-    if (this.#running > 0 || [...this.#committing.values()].some((n) => n > 0)) {
+    if (!this.#idle()) {
       const idle = new Promise<void>((r) => (this.#onIdle = r));
       const timer = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), graceMs));
       if ((await Promise.race([idle, timer])) === "timeout") this.#coldStop();
