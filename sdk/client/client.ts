@@ -2,11 +2,10 @@
  * The lightweight client: connect, send typed signatures, call and wait, read results and progress.
  * It never imports worker code, so notebooks, scripts and the HPC callback stay small.
  */
-import { createInbox, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/nats-core";
+import { createInbox, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/nats-core";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import {
   ConnectionClosedError,
-  decode,
   decodeReply,
   decodeResultRecord,
   encode,
@@ -182,7 +181,7 @@ export class Client implements AsyncDisposable {
     this.#events = settings.events ? new EventBuffer(this.publisher, this.names.eventsSubject("task"), nc) : undefined;
     this.#replyPrefix = createInbox();
     // `>`: task ids may contain dots.
-    this.#replySub = nc.subscribe(`${this.#replyPrefix}.>`, { callback: (_e, msg) => this.#onReply(msg.data) });
+    this.#replySub = nc.subscribe(`${this.#replyPrefix}.>`, { callback: (_e, msg) => this.#onReply(msg) });
     void this.#watchConnection();
   }
 
@@ -501,13 +500,13 @@ export class Client implements AsyncDisposable {
     if (err instanceof UnsupportedVersionError) this.#dropWaiters(id, err);
   }
 
-  #onReply(data: Uint8Array): void {
+  #onReply(msg: Msg): void {
     let reply;
     try {
-      reply = decodeReply(data);
+      reply = decodeReply(msg.data);
     } catch (err) {
-      const id = (decodeQuietly(data) as { id?: unknown } | undefined)?.id;
-      if (typeof id === "string") this.#unreadable(id, err);
+      // The reply subject is `<replyPrefix>.<task id>` (read only on this rare path).
+      this.#unreadable(msg.subject.slice(this.#replyPrefix.length + 1), err);
       return;
     }
     if (reply.kind === "progress") {
@@ -564,9 +563,8 @@ export class Client implements AsyncDisposable {
   }
 
   /**
-   * Forgets the waiters of a task that was never sent, rejecting them with `reason`: rejecting
-   * clears their timers, so a call() whose send failed does not keep the process alive until its
-   * timeout would have passed.
+   * Forgets the waiters of a task, rejecting them with `reason` (its send failed, or its result
+   * cannot be read): rejecting clears their timers, so no process is kept alive until a timeout.
    */
   #dropWaiters(id: string, reason: Error): void {
     const list = this.#waiters.get(id) ?? [];
@@ -676,13 +674,4 @@ export function idempotentId(key: string): string {
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
-}
-
-/** MessagePack bytes decoded, or undefined when they are not MessagePack. */
-function decodeQuietly(bytes: Uint8Array): unknown {
-  try {
-    return decode(bytes);
-  } catch {
-    return undefined;
-  }
 }
