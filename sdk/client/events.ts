@@ -14,16 +14,6 @@ const BATCH_SLACK = 4096;
 /** The fields of an event that carry user values, the ones left out of an event too large. */
 const VALUE_FIELDS = ["args", "result", "progress", "error"] as const;
 
-/**
- * The largest event (and so the largest user value: args, result, progress) an event carries:
- * half the server's max_payload, so one event always fits a batch with room to spare. Values that
- * make an event larger are left out and named in its `omitted` field with their sizes
- * (docs/protocol.md §9.1).
- */
-export function eventValueLimit(nc: NatsConnection): number {
-  return Math.floor((nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD) / 2);
-}
-
 /** `event` as MessagePack, its user values left out (and named in `omitted`) if it is too large. */
 function encodeWithinLimit(event: TaskEvent, limit: number): Uint8Array {
   // A copy: msgpackr may hand out a view of a buffer it writes again.
@@ -90,9 +80,14 @@ export class EventBuffer {
     }
   }
 
-  /** The largest user value an event carries (see {@link eventValueLimit}). */
+  /**
+   * The largest event (and so the largest user value: args, result, progress) an event carries:
+   * half the server's max_payload, so one event always fits a batch with room to spare. Values that
+   * make an event larger are left out and named in its `omitted` field with their sizes
+   * (docs/protocol.md §9.1).
+   */
   get valueLimit(): number {
-    return eventValueLimit(this.nc);
+    return Math.floor((this.nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD) / 2);
   }
 
   #maxBatchBytes(): number {

@@ -205,7 +205,7 @@ export interface EncodedRecord {
  * Encodes `record` exactly as `encode(final ? { kind: "result", ...record } : record)` would (its
  * keys in their own order). `worker`, when it is `identity`, is copied from `identityBytes`.
  */
-export function encodeRecord(record: ResultRecord, final: boolean, identity?: object, identityBytes?: Uint8Array): EncodedRecord {
+export function encodeRecord(record: ResultRecord, final: boolean, identity: object, identityBytes: Uint8Array): EncodedRecord {
   const w = records;
   w.begin();
   const r = record as unknown as Record<string, unknown>;
@@ -220,7 +220,7 @@ export function encodeRecord(record: ResultRecord, final: boolean, identity?: ob
     w.str(key);
     size++;
     if (key === "result") from = w.offset;
-    if (v === identity && identityBytes) w.bytes(identityBytes);
+    if (v === identity) w.bytes(identityBytes);
     else w.value(v);
     if (key === "result") to = w.offset;
   }
