@@ -181,11 +181,12 @@ export async function cmdDrain(args: Args): Promise<void> {
   }
   await poller.close();
   const steady = (tLast - tFirst!) / 1000;
-  const p = prefetch ?? c;
+  // Unset, the worker's prefetch adapts to run times (docs/protocol.md §6.1): from c up to 4c.
+  const p = prefetch === undefined ? `prefetch default: adaptive, ${c}–${4 * c}` : `prefetch ${prefetch}`;
   emit({
     setup,
     workload: WORKLOAD.drain,
-    variant: `Worker concurrency ${c} (prefetch ${p})${eventsTag(events)}`,
+    variant: `Worker concurrency ${c} (${p})${eventsTag(events)}`,
     rep,
     metric: "throughput",
     value: round((n - 1) / steady, 0),

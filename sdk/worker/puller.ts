@@ -55,6 +55,13 @@ export class QueuePuller {
     this.#pull();
   }
 
+  /** Changes how many messages may be held (an adaptive prefetch); a larger window pulls at once. */
+  setPrefetch(prefetch: number): void {
+    const grew = prefetch > this.#o.prefetch;
+    this.#o.prefetch = prefetch;
+    if (grew) this.#pull();
+  }
+
   /** A delivered message has been settled: its credit may be used for the next one. */
   release(): void {
     this.#held--;

@@ -51,6 +51,7 @@ import { createLogger, type Logger, type LogLevel } from "./logger.ts";
 import { copyHeaders } from "./headers.ts";
 import { deliveryCountOf, encodeRecord, TaskEvents, type EncodedRecord } from "./wire.ts";
 import { QueuePuller } from "./puller.ts";
+import { HAND_BACK_AFTER_MS, PrefetchWindow } from "./prefetch.ts";
 import { ensurePriorityConsumers, PriorityPuller, PRIORITY_LEVELS } from "./priority_puller.ts";
 import { Revocations } from "./revocations.ts";
 import { handleScheduled } from "./scheduler.ts";
@@ -103,7 +104,10 @@ export interface QueueOptions {
   serial?: boolean;
   /** Tasks of this queue this worker runs at once (within the worker's concurrency). */
   concurrency?: number;
-  /** Messages of this queue this worker holds at once. */
+  /**
+   * Messages of this queue this worker holds at once (running plus waiting for a slot). Unset:
+   * adaptive, from the queue's concurrency up to 4× while tasks are short (docs/protocol.md §6.1).
+   */
   prefetch?: number;
   /** Seconds without ack or progress before the server redelivers. */
   ackWait?: number;
@@ -114,7 +118,7 @@ export interface QueueOptions {
 interface QueueConfig {
   priorities: boolean;
   concurrency: number;
-  prefetch: number;
+  prefetch: PrefetchWindow;
   serial: boolean;
   ackWaitMs: number;
 }
@@ -128,7 +132,10 @@ export interface WorkerOptions extends Omit<ConnectOptions, "queues"> {
   queues?: string[] | Record<string, QueueOptions>;
   /** Handlers running at once. Default: settings.concurrency (1). */
   concurrency?: number;
-  /** Messages held at once per queue (running plus waiting). Default: settings.prefetch or concurrency. */
+  /**
+   * Messages held at once per queue (running plus waiting). Default: settings.prefetch, else
+   * adaptive: the queue's concurrency, up to 4× while tasks are short (sdk/worker/prefetch.ts).
+   */
   prefetch?: number;
   /** A client to use instead of connecting (its connection is shared). */
   client?: Client;
@@ -309,7 +316,7 @@ export class Worker implements AsyncDisposable {
   readonly #eternals: EternalRunner[] = [];
   readonly #pullers = new Map<string, QueuePuller | PriorityPuller>();
   readonly #inFlight = new Set<InFlight>();
-  readonly #waiting: { queue: string; go: () => void }[] = [];
+  readonly #waiting: { queue: string; go: () => void; flight?: InFlight }[] = [];
   readonly #queueRunning = new Map<string, number>();
   /** Per queue: finished tasks whose slot was handed over and whose outcome is still being stored. */
   readonly #committing = new Map<string, number>();
@@ -454,8 +461,7 @@ export class Worker implements AsyncDisposable {
         priorities: o.priorities === true,
         serial,
         concurrency: qConcurrency,
-        // A serial queue's worker holds exactly the one message the server hands out.
-        prefetch: serial ? 1 : Math.max(1, o.prefetch ?? (prefetch ?? s.prefetch ?? qConcurrency)),
+        prefetch: prefetchWindow(serial, o.priorities === true, qConcurrency, o.prefetch ?? prefetch ?? s.prefetch),
         ackWaitMs: (o.ackWait ?? s.ackWait) * MS,
       });
     }
@@ -535,7 +541,7 @@ export class Worker implements AsyncDisposable {
     const cfg = this.#queueConfig.get(queue)!;
     const common = {
       stream: n.tasksStream,
-      prefetch: cfg.prefetch,
+      prefetch: cfg.prefetch.limit,
       onMessage: (msg: Msg) => this.#onMessage(queue, msg),
       onStalled: async (reason: string) => {
         this.#log.warn(`queue ${queue}: pulls went silent (${reason}); checking the consumer`);
@@ -555,7 +561,7 @@ export class Worker implements AsyncDisposable {
     return {
       v: PROTOCOL_VERSION,
       ...this.identity,
-      queues: Object.fromEntries([...this.#queueConfig].filter(([q]) => this.#pullers.has(q)).map(([q, c]) => [q, { concurrency: c.concurrency, prefetch: c.prefetch, serial: c.serial, paused: this.#paused.has(q) }])),
+      queues: Object.fromEntries([...this.#queueConfig].filter(([q]) => this.#pullers.has(q)).map(([q, c]) => [q, { concurrency: c.concurrency, prefetch: c.prefetch.limit, ...(c.prefetch.adaptive ? { prefetchMax: c.prefetch.max } : {}), serial: c.serial, paused: this.#paused.has(q) }])),
       concurrency: this.#concurrency,
       active: this.#running,
       reserved,
@@ -629,7 +635,7 @@ export class Worker implements AsyncDisposable {
         const o = (args.options ?? {}) as QueueOptions;
         const serial = o.serial === true;
         const concurrency = serial ? 1 : Math.min(o.concurrency ?? this.#concurrency, this.#concurrency);
-        this.#queueConfig.set(queue, { serial, priorities: o.priorities === true, concurrency, prefetch: serial ? 1 : o.prefetch ?? concurrency, ackWaitMs: (o.ackWait ?? this.#client!.settings.ackWait) * MS });
+        this.#queueConfig.set(queue, { serial, priorities: o.priorities === true, concurrency, prefetch: prefetchWindow(serial, o.priorities === true, concurrency, o.prefetch), ackWaitMs: (o.ackWait ?? this.#client!.settings.ackWait) * MS });
         await this.#consume(await this.#client!.jsm(), queue);
         await this.#control?.beat();
         return `consuming ${queue}`;
@@ -879,7 +885,7 @@ export class Worker implements AsyncDisposable {
         this.#finishFlight(flight, ACK.nak);
       });
     if (this.#canRun(flight.queue)) this.#take(flight.queue, go);
-    else this.#waiting.push({ queue: flight.queue, go });
+    else this.#waiting.push({ queue: flight.queue, go, flight });
   }
 
   #canRun(queue: string): boolean {
@@ -969,6 +975,7 @@ export class Worker implements AsyncDisposable {
     } finally {
       clearTimeout(softTimer);
     }
+    this.#observeRun(flight.queue, Date.now() - startedAt);
     if (flight.settled) {
       // Its message was already returned to the queue (cold shutdown): the redelivered copy
       // produces the result, so this run's outcome is dropped rather than stored twice.
@@ -982,6 +989,42 @@ export class Worker implements AsyncDisposable {
       else await this.#storeAndAck(flight, record);
     } finally {
       if (!flight.handedOver) this.#finishSlot(flight.queue);
+    }
+  }
+
+  /** A handler of `queue` ran for `ms`: an adaptive prefetch follows the run times. */
+  #observeRun(queue: string, ms: number): void {
+    const window = this.#queueConfig.get(queue)?.prefetch;
+    if (window?.observe(ms)) this.#applyPrefetch(queue, window.limit);
+  }
+
+  /** Only plain queues adapt: a queue served with priorities keeps a fixed window. */
+  #applyPrefetch(queue: string, limit: number): void {
+    const puller = this.#pullers.get(queue);
+    if (puller instanceof QueuePuller) puller.setPrefetch(limit);
+  }
+
+  /**
+   * Adaptive prefetch, when tasks turned long after short ones: messages held beyond the queue's
+   * concurrency that waited for a slot longer than HAND_BACK_AFTER_MS go back to the server (the
+   * newest first), so another worker can start them; the window falls back to the concurrency.
+   * The returned messages count one more delivery (as on close()).
+   */
+  #handBackStale(now: number): void {
+    for (const [queue, cfg] of this.#queueConfig) {
+      if (!cfg.prefetch.adaptive) continue;
+      const waiting = this.#waiting.filter((w) => w.queue === queue && w.flight && !w.flight.settled);
+      const oldest = waiting[0]?.flight;
+      if (!oldest || now - oldest.receivedAt < HAND_BACK_AFTER_MS) continue;
+      if (cfg.prefetch.tooLong(now - oldest.receivedAt)) this.#applyPrefetch(queue, cfg.prefetch.limit);
+      const keep = Math.max(0, cfg.prefetch.limit - (this.#queueRunning.get(queue) ?? 0));
+      const back = waiting.slice(keep);
+      if (back.length === 0) continue;
+      this.#log.info(`queue ${queue}: handing back ${back.length} waiting message(s); its tasks now run longer than prefetching assumed`);
+      for (const w of back) {
+        this.#waiting.splice(this.#waiting.indexOf(w), 1);
+        this.#finishFlight(w.flight!, ACK.nak);
+      }
     }
   }
 
@@ -999,7 +1042,7 @@ export class Worker implements AsyncDisposable {
   #handOver(flight: InFlight): void {
     if (flight.fromScheduler || flight.settled) return;
     const committing = this.#committing.get(flight.queue) ?? 0;
-    if (committing >= (this.#queueConfig.get(flight.queue)?.prefetch ?? 1)) return;
+    if (committing >= (this.#queueConfig.get(flight.queue)?.prefetch.limit ?? 1)) return;
     this.#committing.set(flight.queue, committing + 1);
     flight.handedOver = true;
     // In a microtask, not a call: the next waiting task may run a synchronous handler and hand
@@ -1313,6 +1356,7 @@ export class Worker implements AsyncDisposable {
         f.stateWrite = prev.then(() => this.#publisher.publish(client.names.resultSubject(f.task.id), this.#encodeRecord(record, false).body)).catch(() => {});
       }
     }
+    if (this.#waiting.length > 0) this.#handBackStale(now);
   }
 
   /**
@@ -1411,3 +1455,13 @@ function oneLine(s: string): string {
 }
 
 export { NonRetryableError };
+
+/**
+ * A queue's prefetch: a serial queue holds exactly the one message the server hands out; a queue
+ * served with priorities keeps a fixed window (a message held here waits behind it even when a
+ * higher priority arrives); otherwise the prefetch set by the user, or an adaptive window.
+ */
+function prefetchWindow(serial: boolean, priorities: boolean, concurrency: number, set: number | undefined): PrefetchWindow {
+  if (serial) return new PrefetchWindow(1, 1);
+  return new PrefetchWindow(concurrency, set ?? (priorities ? concurrency : undefined));
+}

@@ -412,6 +412,43 @@ describe("core", () => {
     await first.result({ timeout: 10_000 });
   });
 
+  test("worker - with no prefetch set, short tasks widen the window to 4x concurrency; messages stuck behind a long task go back to another worker", async () => {
+    const ns = freshNamespace();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const ran: { label: string; ms: number; deliveryCount: number }[] = [];
+    const mk = (label: string) => worker(server, ns, { concurrency: 1 }).implement(slow, async ({ ms }, ctx) => {
+      ran.push({ label, ms, deliveryCount: ctx.deliveryCount });
+      if (ms > 0) await gate;
+      return { slept: ms };
+    });
+    await using a = mk("a");
+    await a.start();
+    await using c = await client(server, ns);
+    const me = { destination: { workers: [a.identity.id] } };
+    assert.deepEqual((await c.inspect("queues", me))[a.identity.id], { default: { concurrency: 1, prefetch: 1, prefetchMax: 4, serial: false, paused: false } });
+    const warmup = await Promise.all(Array.from({ length: 20 }, () => c.send(slow, { ms: 0 })));
+    for (const h of warmup) await h.result({ timeout: 10_000 });
+    assert.equal(((await c.inspect("queues", me))[a.identity.id] as { default: { prefetch: number } }).default.prefetch, 4, "short tasks widened the window");
+    // A long task, then three short ones: a holds them (window 4) while the long one runs.
+    const long = await c.send(slow, { ms: 1 });
+    await eventually(() => a.active === 1, 5000, "the long task to start");
+    const shorts = [];
+    for (let i = 0; i < 3; i++) shorts.push(await c.send(slow, { ms: 0 }));
+    await eventually(() => a.stats.received === 24, 5000, "a to hold the three short tasks");
+    await using b = mk("b");
+    await b.start();
+    // After HAND_BACK_AFTER_MS waiting, a hands them back and b runs them while a is still busy.
+    for (const h of shorts) await h.result({ timeout: 10_000 });
+    assert.equal(a.active, 1, "the long task still runs on a");
+    const onB = ran.filter((r) => r.label === "b");
+    assert.equal(onB.length, 3, `the short tasks ran on b: ${JSON.stringify(ran.slice(20))}`);
+    assert.ok(onB.every((r) => r.deliveryCount === 2), "each was delivered to a first, then handed back");
+    assert.equal(((await c.inspect("queues", me))[a.identity.id] as { default: { prefetch: number } }).default.prefetch, 1, "a's window fell back to its concurrency");
+    release();
+    assert.deepEqual(await long.result({ timeout: 10_000 }), { slept: 1 });
+  });
+
   /** A slow server, for results only: each result store of `w` waits `ms` before it is published. */
   function delayResultStores(w: Worker, ms: number): void {
     const publisher = w.client.publisher;
