@@ -906,6 +906,10 @@ export class Worker implements AsyncDisposable {
     }
     const { task } = flight;
     if (this.#rates?.has(task.task)) await this.#rates.acquire(task.task, flight.signal);
+    // Never before its ETA: the scheduler moves a task a few ms early (DUE_SLACK_MS) and a task
+    // sent straight to its queue runs here when due within 50 ms; the rest of the wait is spent
+    // here, holding the slot for those few ms.
+    if (task.eta !== undefined && task.eta > Date.now()) await new Promise((r) => setTimeout(r, task.eta! - Date.now()));
     const revokedMeanwhile = this.#revocations?.get(task.id);
     if (revokedMeanwhile) {
       flight.revoked = revokedMeanwhile;

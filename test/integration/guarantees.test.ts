@@ -5,6 +5,7 @@ import * as v from "valibot";
 import { NatsServer } from "../../sdk/testing/mod.ts";
 import { RemoteTaskError, signature, STATE, TaskRevokedError } from "../../sdk/client/mod.ts";
 import { NonRetryableError } from "../../sdk/worker/mod.ts";
+import { encode, PROTOCOL_VERSION } from "../../sdk/protocol/mod.ts";
 import { client, eventually, freshNamespace, worker } from "./helpers.ts";
 
 let server: NatsServer;
@@ -114,6 +115,25 @@ describe("guarantees", () => {
     const delay = ranAt[1]! - sentAt;
     assert.ok(delay >= 1500 && delay < 2500, `ran ${delay} ms after sending (due at 1500, within 1 s)`);
     assert.equal((await jsm.streams.info(c.names.scheduledStream)).state.messages, 0);
+  });
+
+  test("eta - a task due in a few ms (scheduler slack, or sent straight to its queue) still never starts before its ETA", async () => {
+    const ns = freshNamespace();
+    const ranAt: number[] = [];
+    await using w = worker(server, ns).implement(stamp, () => {
+      ranAt.push(Date.now());
+      return Date.now();
+    });
+    await w.start();
+    await using c = await client(server, ns);
+    // Within the 50 ms a worker runs rather than defers, published to the queue as the scheduler does.
+    for (const ahead of [40, 20, 5]) {
+      const id = `eta-${ahead}-${Date.now()}`;
+      const eta = Date.now() + ahead;
+      await c.publisher.publish(c.names.taskSubject("default"), encode({ v: PROTOCOL_VERSION, id, task: stamp.name, args: { tag: "soon" }, queue: "default", sentAt: Date.now(), eta }));
+      await eventually(async () => (await c.status(id)).state === STATE.success, 10_000, `${id} to run`);
+      assert.ok(ranAt.at(-1)! >= eta, `started ${eta - ranAt.at(-1)!} ms before its ETA (${ahead} ms ahead when sent)`);
+    }
   });
 
   test("eta - a delayed task survives a worker restart and a server restart", async () => {
