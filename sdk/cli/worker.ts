@@ -247,7 +247,8 @@ Options:
                             -Q default,openmp:concurrency=1 -Q superevent:serial
                             (serial, concurrency=<n>, prefetch=<n>, ackWait=<seconds>)
   -c, --concurrency <n>     tasks running at once (default: CELERITY_CONCURRENCY, then 1)
-  --prefetch <n>            messages held per queue (default: CELERITY_PREFETCH, then concurrency)
+  --prefetch <n>            messages held per queue (default: CELERITY_PREFETCH, else adaptive:
+                            the concurrency, up to 4x while tasks are short)
   -l, --loglevel <level>    ${LEVELS.join(", ")} (default: info); logs go to stderr
   --logfile <path>          append log lines to this file instead of stderr (creates its folder)
   --pidfile <path>          write the pid here while running; refuse to start (exit 1) if the file

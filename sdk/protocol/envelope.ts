@@ -147,7 +147,8 @@ export interface WorkerEntry {
   id: string;
   host: string;
   pid: number;
-  queues: Record<string, { concurrency: number; prefetch: number; serial: boolean; paused: boolean }>;
+  /** `prefetch` is the current window; `prefetchMax` is present when it adapts (docs/protocol.md §6.1). */
+  queues: Record<string, { concurrency: number; prefetch: number; prefetchMax?: number; serial: boolean; paused: boolean }>;
   concurrency: number;
   active: number;
   reserved: number;

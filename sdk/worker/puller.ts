@@ -10,6 +10,9 @@
  */
 import { createInbox, type Msg, type NatsConnection, type Subscription } from "@nats-io/nats-core";
 
+/** How long a pull request lives while it asks for credits beyond the base prefetch. */
+export const SHORT_EXPIRES_MS = 2000;
+
 /** Tuning of {@link QueuePuller}. */
 export interface PullerOptions {
   stream: string;
@@ -21,6 +24,8 @@ export interface PullerOptions {
   expiresMs?: number;
   /** Each delivered task message. Call `release()` once it is settled. */
   onMessage: (msg: Msg) => void;
+  /** A pull request expired unfilled: the queue ran dry (an adaptive prefetch falls back then). */
+  onIdle?: () => void;
   /** The pulls went silent (server restart, consumer deleted): the owner may recreate the consumer. */
   onStalled?: (reason: string) => Promise<void>;
 }
@@ -28,7 +33,9 @@ export interface PullerOptions {
 /** Pulls messages from one consumer; see the module comment. */
 export class QueuePuller {
   readonly #nc: NatsConnection;
-  readonly #o: Required<Omit<PullerOptions, "onStalled">> & Pick<PullerOptions, "onStalled">;
+  readonly #o: Required<Omit<PullerOptions, "onStalled" | "onIdle">> & Pick<PullerOptions, "onStalled" | "onIdle">;
+  /** The base prefetch (an adaptive window's floor); credits beyond it are asked for in short requests. */
+  #base: number;
   readonly #inbox = createInbox();
   #sub: Subscription | undefined;
   #requested = 0;
@@ -41,6 +48,7 @@ export class QueuePuller {
   constructor(nc: NatsConnection, options: PullerOptions) {
     this.#nc = nc;
     this.#o = { heartbeatMs: 5000, expiresMs: 30_000, ...options };
+    this.#base = options.prefetch;
   }
 
   /** Messages delivered and not yet released. */
@@ -55,10 +63,15 @@ export class QueuePuller {
     this.#pull();
   }
 
-  /** Changes how many messages may be held (an adaptive prefetch); a larger window pulls at once. */
-  setPrefetch(prefetch: number): void {
+  /**
+   * Changes how many messages may be held (an adaptive prefetch); a larger window pulls at once.
+   * A smaller one cannot take back credits already asked for: while the window is above `base`,
+   * requests expire after {@link SHORT_EXPIRES_MS}, so stale credits lapse within that.
+   */
+  setPrefetch(prefetch: number, base = this.#base): void {
     const grew = prefetch > this.#o.prefetch;
     this.#o.prefetch = prefetch;
+    this.#base = base;
     if (grew) this.#pull();
   }
 
@@ -124,9 +137,12 @@ export class QueuePuller {
     // Batch small credits while a pull is already open, so a busy worker sends few requests.
     if (this.#requested > 0 && free < Math.max(1, Math.floor(this.#o.prefetch / 4))) return;
     this.#requested += free;
+    const short = this.#o.prefetch > this.#base;
+    const expiresMs = short ? Math.min(SHORT_EXPIRES_MS, this.#o.expiresMs) : this.#o.expiresMs;
+    const heartbeatMs = Math.min(this.#o.heartbeatMs, expiresMs / 2);
     this.#nc.publish(
       `$JS.API.CONSUMER.MSG.NEXT.${this.#o.stream}.${this.#o.consumer}`,
-      JSON.stringify({ batch: free, expires: this.#o.expiresMs * 1e6, idle_heartbeat: this.#o.heartbeatMs * 1e6 }),
+      JSON.stringify({ batch: free, expires: expiresMs * 1e6, idle_heartbeat: heartbeatMs * 1e6 }),
       { reply: this.#inbox },
     );
   }
@@ -153,6 +169,7 @@ export class QueuePuller {
       void this.#repair("consumer deleted");
       return;
     }
+    if (code === 408) this.#o.onIdle?.();
     this.#pull();
   }
 

@@ -123,6 +123,14 @@ interface QueueConfig {
   ackWaitMs: number;
 }
 
+/** How a worker serves one queue, as resolved at start (Worker#queueOptions). */
+export interface ResolvedQueueOptions extends Omit<QueueConfig, "prefetch"> {
+  /** Messages it may hold now. */
+  prefetch: number;
+  /** Whether `prefetch` follows measured times (no prefetch was set; docs/protocol.md §6.1). */
+  adaptivePrefetch: boolean;
+}
+
 /** Options of {@link Worker}. */
 export interface WorkerOptions extends Omit<ConnectOptions, "queues"> {
   /**
@@ -415,9 +423,9 @@ export class Worker implements AsyncDisposable {
     return qs.size ? [...qs] : ["default"];
   }
 
-  /** The resolved options of each consumed queue (after start()). */
-  get queueOptions(): ReadonlyMap<string, Readonly<QueueConfig>> {
-    return this.#queueConfig;
+  /** The resolved options of each consumed queue (after start()); `prefetch` is the current window. */
+  get queueOptions(): ReadonlyMap<string, Readonly<ResolvedQueueOptions>> {
+    return new Map([...this.#queueConfig].map(([q, c]) => [q, { ...c, prefetch: c.prefetch.limit, adaptivePrefetch: c.prefetch.adaptive }]));
   }
 
   /** Tasks currently running. */
@@ -515,7 +523,7 @@ export class Worker implements AsyncDisposable {
       this.#eternals.push(runner);
       await runner.start();
     }
-    this.#log.info(`worker ready`, { queues: Object.fromEntries(this.#queueConfig), concurrency: this.#concurrency, tasks: this.registered });
+    this.#log.info(`worker ready`, { queues: Object.fromEntries(this.queueOptions), concurrency: this.#concurrency, tasks: this.registered });
   }
 
   /**
@@ -541,7 +549,7 @@ export class Worker implements AsyncDisposable {
     const cfg = this.#queueConfig.get(queue)!;
     const common = {
       stream: n.tasksStream,
-      prefetch: cfg.prefetch.limit,
+      prefetch: cfg.prefetch.base,
       onMessage: (msg: Msg) => this.#onMessage(queue, msg),
       onStalled: async (reason: string) => {
         this.#log.warn(`queue ${queue}: pulls went silent (${reason}); checking the consumer`);
@@ -550,9 +558,17 @@ export class Worker implements AsyncDisposable {
     };
     const puller = cfg.priorities
       ? new PriorityPuller(this.#client!.nc, { ...common, consumerPrefix: n.queueConsumer(queue), subjectOf: (p) => n.taskSubject(queue, p), levels: PRIORITY_LEVELS })
-      : new QueuePuller(this.#client!.nc, { ...common, consumer: n.queueConsumer(queue) });
+      : new QueuePuller(this.#client!.nc, {
+        ...common,
+        consumer: n.queueConsumer(queue),
+        onIdle: () => {
+          const window = this.#queueConfig.get(queue)?.prefetch;
+          if (window?.idle()) this.#applyPrefetch(queue, window.limit);
+        },
+      });
     this.#pullers.set(queue, puller);
     puller.start();
+    if (cfg.prefetch.limit !== cfg.prefetch.base) this.#applyPrefetch(queue, cfg.prefetch.limit);
   }
 
   /** This worker as the registry and `stats` show it. */
@@ -616,7 +632,12 @@ export class Worker implements AsyncDisposable {
         if (verb === "pool_grow") this.#pool?.grow(n);
         else this.#pool?.shrink(n);
         for (const [q, c] of this.#queueConfig) {
-          if (!c.serial) this.#queueConfig.set(q, { ...c, concurrency: Math.min(c.concurrency + (verb === "pool_grow" ? n : -n), this.#concurrency) || 1 });
+          if (c.serial) continue;
+          const concurrency = Math.min(c.concurrency + (verb === "pool_grow" ? n : -n), this.#concurrency) || 1;
+          // An adaptive window starts over from the new concurrency; a prefetch that was set stays.
+          const prefetch = c.prefetch.adaptive ? new PrefetchWindow(concurrency, undefined) : c.prefetch;
+          this.#queueConfig.set(q, { ...c, concurrency, prefetch });
+          if (prefetch !== c.prefetch) this.#applyPrefetch(q, prefetch.limit);
         }
         this.#drainWaiting();
         return { concurrency: this.#concurrency };
@@ -635,7 +656,8 @@ export class Worker implements AsyncDisposable {
         const o = (args.options ?? {}) as QueueOptions;
         const serial = o.serial === true;
         const concurrency = serial ? 1 : Math.min(o.concurrency ?? this.#concurrency, this.#concurrency);
-        this.#queueConfig.set(queue, { serial, priorities: o.priorities === true, concurrency, prefetch: prefetchWindow(serial, o.priorities === true, concurrency, o.prefetch), ackWaitMs: (o.ackWait ?? this.#client!.settings.ackWait) * MS });
+        const set = o.prefetch ?? this.#options.prefetch ?? this.#client!.settings.prefetch;
+        this.#queueConfig.set(queue, { serial, priorities: o.priorities === true, concurrency, prefetch: prefetchWindow(serial, o.priorities === true, concurrency, set), ackWaitMs: (o.ackWait ?? this.#client!.settings.ackWait) * MS });
         await this.#consume(await this.#client!.jsm(), queue);
         await this.#control?.beat();
         return `consuming ${queue}`;
@@ -843,7 +865,7 @@ export class Worker implements AsyncDisposable {
       void this.#finishRevoked(queue, msg, task, `expired at ${new Date(task.expires).toISOString()} before it started`);
       return;
     }
-    if (task.eta !== undefined && task.eta > now + 50) {
+    if (task.eta !== undefined && task.eta > now + EARLY_ETA_MS) {
       // Not due yet (sent by a client that did not use the scheduled stream): move it there, so
       // waiting never counts as a delivery.
       void this.#moveToScheduled(queue, msg);
@@ -905,15 +927,23 @@ export class Worker implements AsyncDisposable {
       return;
     }
     const { task } = flight;
+    const slotAt = Date.now();
     if (this.#rates?.has(task.task)) await this.#rates.acquire(task.task, flight.signal);
     // Never before its ETA: the scheduler moves a task a few ms early (DUE_SLACK_MS) and a task
-    // sent straight to its queue runs here when due within 50 ms; the rest of the wait is spent
-    // here, holding the slot for those few ms.
-    if (task.eta !== undefined && task.eta > Date.now()) await new Promise((r) => setTimeout(r, task.eta! - Date.now()));
+    // sent straight to its queue runs here when due within EARLY_ETA_MS; the rest of the wait is
+    // spent here, holding the slot for those few ms (capped, should the clock step back).
+    if (task.eta !== undefined && task.eta > Date.now()) await new Promise((r) => setTimeout(r, Math.min(task.eta! - Date.now(), EARLY_ETA_MS)));
+    if (flight.settled) {
+      // Handed back while it waited here (close, pause, cancel_consumer): another worker runs it.
+      this.#finishSlot(flight.queue);
+      return;
+    }
     const revokedMeanwhile = this.#revocations?.get(task.id);
-    if (revokedMeanwhile) {
-      flight.revoked = revokedMeanwhile;
-      await this.#storeAndAck(flight, this.#record(flight, STATE.revoked, { error: { type: "TaskRevokedError", message: revokedMeanwhile.reason, retryable: false } }));
+    const expiredMeanwhile = task.expires !== undefined && task.expires < Date.now();
+    if (revokedMeanwhile || expiredMeanwhile) {
+      if (revokedMeanwhile) flight.revoked = revokedMeanwhile;
+      const reason = revokedMeanwhile?.reason ?? `expired at ${new Date(task.expires!).toISOString()} before it started`;
+      await this.#storeAndAck(flight, this.#record(flight, STATE.revoked, { error: { type: "TaskRevokedError", message: reason, retryable: false } }));
       this.#finishSlot(flight.queue);
       return;
     }
@@ -979,7 +1009,7 @@ export class Worker implements AsyncDisposable {
     } finally {
       clearTimeout(softTimer);
     }
-    this.#observeRun(flight.queue, Date.now() - startedAt);
+    this.#observeSlot(flight, slotAt);
     if (flight.settled) {
       // Its message was already returned to the queue (cold shutdown): the redelivered copy
       // produces the result, so this run's outcome is dropped rather than stored twice.
@@ -996,23 +1026,30 @@ export class Worker implements AsyncDisposable {
     }
   }
 
-  /** A handler of `queue` ran for `ms`: an adaptive prefetch follows the run times. */
-  #observeRun(queue: string, ms: number): void {
-    const window = this.#queueConfig.get(queue)?.prefetch;
-    if (window?.observe(ms)) this.#applyPrefetch(queue, window.limit);
+  /** A task's handler ended: an adaptive prefetch follows how long slots are held and waited for. */
+  #observeSlot(flight: InFlight, slotAt: number): void {
+    const window = this.#queueConfig.get(flight.queue)?.prefetch;
+    if (!window?.adaptive) return;
+    const now = Date.now();
+    // A rate-limited task is throttled whatever the window: holding more of them only makes them
+    // wait here (the bucket's first tokens are free, so its first slots look short).
+    const slotMs = this.#rates?.has(flight.task.task) ? HAND_BACK_AFTER_MS : now - slotAt;
+    if (window.observe(slotMs, slotAt - flight.receivedAt, now)) this.#applyPrefetch(flight.queue, window.limit);
   }
 
   /** Only plain queues adapt: a queue served with priorities keeps a fixed window. */
   #applyPrefetch(queue: string, limit: number): void {
     const puller = this.#pullers.get(queue);
-    if (puller instanceof QueuePuller) puller.setPrefetch(limit);
+    const base = this.#queueConfig.get(queue)?.prefetch.base ?? limit;
+    if (puller instanceof QueuePuller) puller.setPrefetch(limit, base);
   }
 
   /**
    * Adaptive prefetch, when tasks turned long after short ones: messages held beyond the queue's
    * concurrency that waited for a slot longer than HAND_BACK_AFTER_MS go back to the server (the
-   * newest first), so another worker can start them; the window falls back to the concurrency.
-   * The returned messages count one more delivery (as on close()).
+   * newest first), so another worker can start them; the window falls back to the concurrency
+   * and stays there a while. Only messages on their first delivery go back: each costs at most
+   * one more delivery (as on close()), so hand-backs can never push a task to maxDeliver.
    */
   #handBackStale(now: number): void {
     for (const [queue, cfg] of this.#queueConfig) {
@@ -1020,9 +1057,9 @@ export class Worker implements AsyncDisposable {
       const waiting = this.#waiting.filter((w) => w.queue === queue && w.flight && !w.flight.settled);
       const oldest = waiting[0]?.flight;
       if (!oldest || now - oldest.receivedAt < HAND_BACK_AFTER_MS) continue;
-      if (cfg.prefetch.tooLong(now - oldest.receivedAt)) this.#applyPrefetch(queue, cfg.prefetch.limit);
+      if (cfg.prefetch.tooLong(now - oldest.receivedAt, now)) this.#applyPrefetch(queue, cfg.prefetch.limit);
       const keep = Math.max(0, cfg.prefetch.limit - (this.#queueRunning.get(queue) ?? 0));
-      const back = waiting.slice(keep);
+      const back = waiting.slice(keep).filter((w) => w.flight!.deliveryCount === 1);
       if (back.length === 0) continue;
       this.#log.info(`queue ${queue}: handing back ${back.length} waiting message(s); its tasks now run longer than prefetching assumed`);
       for (const w of back) {
@@ -1459,6 +1496,9 @@ function oneLine(s: string): string {
 }
 
 export { NonRetryableError };
+
+/** A task due within this many ms runs on the worker that received it (waiting out the rest) instead of being moved to the scheduled stream. */
+const EARLY_ETA_MS = 50;
 
 /**
  * A queue's prefetch: a serial queue holds exactly the one message the server hands out; a queue

@@ -13,6 +13,13 @@ import { decodeEventBatch, decodeTaskMessage, encode, HEADER, names, PROTOCOL_VE
 import { NonRetryableError, type Worker } from "../../sdk/worker/mod.ts";
 import { add, badResult, echo, fail, parseDate, slow } from "../fixtures/signatures.ts";
 import { client, eventually, freshNamespace, worker } from "./helpers.ts";
+import * as v from "valibot";
+import { signature } from "../../sdk/signatures/mod.ts";
+
+/** 10 per second on each worker: slots wait for tokens. */
+const limited = signature("core.limited", { args: v.object({ i: v.number() }), result: v.number(), rateLimit: "10/s" });
+/** 2 per second on each worker. */
+const throttled = signature("core.throttled", { args: v.object({ i: v.number() }), result: v.number(), rateLimit: "2/s" });
 
 let server: NatsServer;
 before(async () => {
@@ -447,6 +454,58 @@ describe("core", () => {
     assert.equal(((await c.inspect("queues", me))[a.identity.id] as { default: { prefetch: number } }).default.prefetch, 1, "a's window fell back to its concurrency");
     release();
     assert.deepEqual(await long.result({ timeout: 10_000 }), { slept: 1 });
+  });
+
+  test("worker - an idle queue's window falls back to its concurrency: credits beyond it lapse within seconds", async () => {
+    const ns = freshNamespace();
+    await using w = worker(server, ns, { concurrency: 2 }).implement(slow, ({ ms }) => ({ slept: ms }));
+    await w.start();
+    await using c = await client(server, ns);
+    for (const h of await Promise.all(Array.from({ length: 10 }, () => c.send(slow, { ms: 0 })))) await h.result({ timeout: 10_000 });
+    assert.equal(w.queueOptions.get("default")?.prefetch, 8, "short tasks widened the window");
+    // The pull asking for the extra credits expires (2 s) unfilled: the queue is idle.
+    await eventually(() => w.queueOptions.get("default")?.prefetch === 2, 8000, "the window to fall back when idle");
+    // The next task is served as usual, and widens the window again.
+    assert.deepEqual(await c.call(slow, { ms: 0 }, { timeout: 10_000 }), { slept: 0 });
+    assert.equal(w.queueOptions.get("default")?.prefetch, 8);
+  });
+
+  test("worker - rate-limited tasks wait for tokens in their slots: the window does not grow, nothing is handed back", async () => {
+    const ns = freshNamespace();
+    const deliveries: number[] = [];
+    await using w = worker(server, ns, { concurrency: 4 }).implement(limited, ({ i }, ctx) => {
+      deliveries.push(ctx.deliveryCount);
+      return i;
+    });
+    await w.start();
+    await using c = await client(server, ns);
+    const handles = await Promise.all(Array.from({ length: 30 }, (_, i) => c.send(limited, { i })));
+    for (const h of handles) await h.result({ timeout: 20_000 });
+    assert.equal(deliveries.length, 30);
+    assert.deepEqual(deliveries.filter((d) => d !== 1), [], "no task was handed back and delivered again");
+    assert.equal(w.queueOptions.get("default")?.prefetch, 4);
+  });
+
+  test("worker - a task handed back while its slot waits (rate limit) does not run on the closing worker", async () => {
+    const ns = freshNamespace();
+    const onFirst: number[] = [];
+    const first = worker(server, ns, { concurrency: 2, prefetch: 2 }).implement(throttled, ({ i }) => {
+      onFirst.push(i);
+      return i;
+    });
+    await first.start();
+    await using c = await client(server, ns);
+    // 2/s with a full bucket: tasks 0 and 1 run at once; 2 and 3 take both slots and wait for tokens.
+    const handles = [];
+    for (let i = 0; i < 4; i++) handles.push(await c.send(throttled, { i }));
+    await eventually(() => onFirst.length === 2 && first.stats.received === 4, 5000, "two run, two waiting in their slots");
+    // close() hands the two waiting messages back at once; their slots still wait for tokens.
+    await first.close({ graceMs: 5000 });
+    await using second = worker(server, ns, { concurrency: 2 }).implement(throttled, ({ i }) => i);
+    await second.start();
+    assert.deepEqual(await Promise.all(handles.map((h) => h.result({ timeout: 20_000 }))), [0, 1, 2, 3]);
+    assert.deepEqual(onFirst.sort(), [0, 1], "the handed-back tasks did not run on the closing worker");
+    assert.equal(second.stats.succeeded, 2);
   });
 
   /** A slow server, for results only: each result store of `w` waits `ms` before it is published. */
