@@ -3,205 +3,18 @@
  * the event batch, NATS headers without nats.js's per-header checks, and the PubAck read without
  * JSON.parse.
  *
- * The MessagePack written here is byte for byte what msgpackr writes for the same objects
- * (docs/protocol.md §3: map 16 for every map, the shortest string header, fixint/int/uint for
- * 32-bit integers, float 64 otherwise); test/unit/wire.test.ts compares them. Values other than
- * strings and numbers (args, meta, callbacks, autoretryFor) are encoded by msgpackr and copied in,
- * so the `task-sent` event copies the task's args bytes instead of encoding the args again.
+ * The MessagePack is written by the protocol's MessagePackWriter, byte for byte what msgpackr
+ * writes for the same objects (docs/protocol.md §3); test/unit/wire.test.ts compares them. The
+ * `task-sent` event copies the task's id, name, queue and args bytes instead of encoding them again.
  */
 import { MsgHdrsImpl, type Match, type MsgHdrs } from "@nats-io/nats-core";
-import { encode, EVENT, type TaskMessage } from "../protocol/mod.ts";
+import { EVENT, MessagePackWriter, type TaskMessage } from "../protocol/mod.ts";
 
-const CHUNK = 16 * 1024;
 const UTF8 = new TextEncoder();
 const DECODER = new TextDecoder();
 
-// Messages are written into chunks of CHUNK bytes and handed out as views, as msgpackr does: no
-// allocation per message, and a view is never written again once handed out.
-let chunk = new Uint8Array(CHUNK);
-let chunkBuffer = chunk.buffer;
-let view = new DataView(chunkBuffer);
-/** Where the next byte goes. */
-let pos = 0;
-/** Where the message being written starts. */
-let start = 0;
-
-function begin(): void {
-  start = pos;
-  if (chunk.length - pos < 512) newChunk(CHUNK);
-}
-
-/** The bytes written since begin(); the next message starts 8-aligned after them. */
-function finish(): Uint8Array {
-  // A view made by the constructor: cheaper than subarray(), which looks up a species.
-  const out = new Uint8Array(chunkBuffer, start, pos - start);
-  pos = Math.min((pos + 7) & ~7, chunk.length);
-  return out;
-}
-
-/** Moves the message being written (start…pos) to a new chunk of `size` bytes. */
-function newChunk(size: number): void {
-  const next = new Uint8Array(size);
-  next.set(chunk.subarray(start, pos));
-  pos -= start;
-  start = 0;
-  chunk = next;
-  chunkBuffer = next.buffer;
-  view = new DataView(chunkBuffer);
-}
-
-/** Makes room for `n` more bytes of the current message (moving it to a larger chunk if needed). */
-function room(n: number): void {
-  if (pos + n > chunk.length) newChunk(Math.max(CHUNK, (pos - start + n) * 2));
-}
-
-/** A string as msgpackr writes it: the shortest header for its UTF-8 length. */
-function writeStr(s: string): void {
-  const len = s.length;
-  room(len * 3 + 5);
-  const c = chunk;
-  const at = pos;
-  const header = len < 0x20 ? 1 : len < 0x100 ? 2 : len < 0x10000 ? 3 : 5;
-  let p = at + header;
-  let i = 0;
-  // ASCII, the case of every id, name, queue and subject: one byte per character.
-  for (; i < len; i++) {
-    const code = s.charCodeAt(i);
-    if (code >= 0x80) break;
-    c[p++] = code;
-  }
-  if (i < len) p = writeNonAscii(s, i, p, at + header);
-  const bytes = p - at - header;
-  const real = bytes < 0x20 ? 1 : bytes < 0x100 ? 2 : bytes < 0x10000 ? 3 : 5;
-  if (real !== header) c.copyWithin(at + real, at + header, p);
-  if (real === 1) c[at] = 0xa0 | bytes;
-  else if (real === 2) {
-    c[at] = 0xd9;
-    c[at + 1] = bytes;
-  } else if (real === 3) {
-    c[at] = 0xda;
-    c[at + 1] = bytes >> 8;
-    c[at + 2] = bytes & 0xff;
-  } else {
-    c[at] = 0xdb;
-    view.setUint32(at + 1, bytes);
-  }
-  pos = at + real + bytes;
-}
-
-/**
- * The rest of a string from character `i` on, at `p` (its first byte at `first`), as msgpackr
- * does: its own loop below 64 characters (a lone surrogate becomes three bytes), UTF-8 otherwise.
- */
-function writeNonAscii(s: string, i: number, p: number, first: number): number {
-  const len = s.length;
-  if (len >= 0x40) return first + UTF8.encodeInto(s, chunk.subarray(first)).written!;
-  const c = chunk;
-  for (; i < len; i++) {
-    let code = s.charCodeAt(i);
-    let low: number;
-    if (code < 0x80) c[p++] = code;
-    else if (code < 0x800) {
-      c[p++] = (code >> 6) | 0xc0;
-      c[p++] = (code & 0x3f) | 0x80;
-    } else if ((code & 0xfc00) === 0xd800 && ((low = s.charCodeAt(i + 1)) & 0xfc00) === 0xdc00) {
-      code = 0x10000 + ((code & 0x03ff) << 10) + (low & 0x03ff);
-      i++;
-      c[p++] = (code >> 18) | 0xf0;
-      c[p++] = ((code >> 12) & 0x3f) | 0x80;
-      c[p++] = ((code >> 6) & 0x3f) | 0x80;
-      c[p++] = (code & 0x3f) | 0x80;
-    } else {
-      c[p++] = (code >> 12) | 0xe0;
-      c[p++] = ((code >> 6) & 0x3f) | 0x80;
-      c[p++] = (code & 0x3f) | 0x80;
-    }
-  }
-  return p;
-}
-
-/** A number as msgpackr writes it (with `useRecords: false`, positive fixints go up to 127). */
-function writeNum(n: number): void {
-  room(9);
-  const c = chunk;
-  if (n >>> 0 === n) {
-    if (n < 0x80) c[pos++] = n;
-    else if (n < 0x100) {
-      c[pos++] = 0xcc;
-      c[pos++] = n;
-    } else if (n < 0x10000) {
-      c[pos++] = 0xcd;
-      c[pos++] = n >> 8;
-      c[pos++] = n & 0xff;
-    } else {
-      c[pos++] = 0xce;
-      view.setUint32(pos, n);
-      pos += 4;
-    }
-  } else if (n >> 0 === n) {
-    if (n >= -0x20) c[pos++] = 0x100 + n;
-    else if (n >= -0x80) {
-      c[pos++] = 0xd0;
-      c[pos++] = n + 0x100;
-    } else if (n >= -0x8000) {
-      c[pos++] = 0xd1;
-      view.setInt16(pos, n);
-      pos += 2;
-    } else {
-      c[pos++] = 0xd2;
-      view.setInt32(pos, n);
-      pos += 4;
-    }
-  } else {
-    c[pos++] = 0xcb;
-    view.setFloat64(pos, n);
-    pos += 8;
-  }
-}
-
-/** Copies `b`. */
-function writeBytes(b: Uint8Array): void {
-  room(b.length);
-  chunk.set(b, pos);
-  pos += b.length;
-}
-
-/** Copies bytes `from`…`to` of a message written earlier in `source`, a chunk. */
-function copyFrom(source: Uint8Array, from: number, to: number): void {
-  const n = to - from;
-  room(n);
-  if (source === chunk) chunk.copyWithin(pos, from, to);
-  else chunk.set(source.subarray(from, to), pos);
-  pos += n;
-}
-
-/** Map keys, encoded once each: the same dozen keys are written for every task. */
-const KEYS = new Map<string, Uint8Array>();
-
-function writeKey(k: string): void {
-  let b = KEYS.get(k);
-  if (b === undefined) {
-    b = encode(k).slice();
-    if (KEYS.size < 256) KEYS.set(k, b);
-  }
-  room(b.length);
-  const c = chunk;
-  for (let i = 0; i < b.length; i++) c[pos++] = b[i]!;
-}
-
-function writeValue(v: unknown): void {
-  if (typeof v === "string") writeStr(v);
-  else if (typeof v === "number") writeNum(v);
-  else writeBytes(encode(v));
-}
-
-/** A map 16 header (msgpackr writes one for every object, whatever its size). */
-function writeMap(size: number): void {
-  room(3);
-  chunk[pos++] = 0xde;
-  chunk[pos++] = size >> 8;
-  chunk[pos++] = size & 0xff;
-}
+/** Task messages, their events, event batches and headers: one writer, in 16 KB buffers. */
+const w = new MessagePackWriter(16 * 1024);
 
 /** A task message's bytes, and its `task-sent` event's when asked for. */
 export interface EncodedTask {
@@ -216,10 +29,10 @@ export interface EncodedTask {
  * Args of more than `maxEventArgsBytes` are left out of the event: `omitted: { args: <bytes> }`.
  */
 export function encodeTask(message: TaskMessage, sentEvent: boolean, maxEventArgsBytes = Infinity): EncodedTask {
-  begin();
+  w.begin();
   const m = message as unknown as Record<string, unknown>;
   // Map 16, its size written at the end: one walk over the keys, as msgpackr does.
-  writeMap(0);
+  w.map(0);
   let size = 0;
   let idStart = -1;
   let idEnd = -1;
@@ -232,50 +45,47 @@ export function encodeTask(message: TaskMessage, sentEvent: boolean, maxEventArg
   for (const key in m) {
     if (!Object.hasOwn(m, key)) continue;
     size++;
-    const keyStart = pos - start;
-    writeKey(key);
-    const valueStart = pos - start;
-    writeValue(m[key]);
-    const end = pos - start;
+    const keyStart = w.offset;
+    w.str(key);
+    const valueStart = w.offset;
+    w.value(m[key]);
+    const end = w.offset;
     if (key === "id") (idStart = keyStart), (idEnd = end);
     else if (key === "task") (taskStart = keyStart), (taskEnd = end);
     else if (key === "queue") (queueStart = keyStart), (queueEnd = end);
     else if (key === "args") (argsStart = valueStart), (argsEnd = end);
   }
-  // Offsets in the chunk, for the event's copies.
-  const bodyChunk = chunk;
-  const at = start;
-  const body = finish();
-  body[1] = size >> 8;
-  body[2] = size & 0xff;
+  w.patch(1, size >> 8);
+  w.patch(2, size & 0xff);
+  const body = w.end();
   if (!sentEvent) return { body, sentEvent: undefined };
   // The event copies the id and task pairs as one run: taskMessage() writes them side by side.
   if (idStart < 0 || taskStart !== idEnd || queueStart < 0 || argsStart < 0) {
     throw new Error("encodeTask: a task message needs id, then task, then args and queue");
   }
-  begin();
+  w.begin();
   const { eta, expires, priority } = message;
-  writeMap(6 + (eta ? 1 : 0) + (expires ? 1 : 0) + (priority ? 1 : 0));
-  writeKey("type");
-  writeKey(EVENT.sent);
-  copyFrom(bodyChunk, at + idStart, at + taskEnd);
-  copyFrom(bodyChunk, at + queueStart, at + queueEnd);
-  writeKey("at");
-  writeNum(message.sentAt);
+  w.map(6 + (eta ? 1 : 0) + (expires ? 1 : 0) + (priority ? 1 : 0));
+  w.str("type");
+  w.str(EVENT.sent);
+  w.copy(body, idStart, taskEnd);
+  w.copy(body, queueStart, queueEnd);
+  w.str("at");
+  w.num(message.sentAt);
   if (argsEnd - argsStart > maxEventArgsBytes) {
     // Too large for an event (docs/protocol.md §9.2): `omitted: { args: <bytes> }` in its place.
-    writeKey("omitted");
-    writeMap(1);
-    writeKey("args");
-    writeNum(argsEnd - argsStart);
+    w.str("omitted");
+    w.map(1);
+    w.str("args");
+    w.num(argsEnd - argsStart);
   } else {
-    writeKey("args");
-    copyFrom(bodyChunk, at + argsStart, at + argsEnd);
+    w.str("args");
+    w.copy(body, argsStart, argsEnd);
   }
-  if (eta) (writeKey("eta"), writeNum(eta));
-  if (expires) (writeKey("expires"), writeNum(expires));
-  if (priority) (writeKey("priority"), writeNum(priority));
-  return { body, sentEvent: finish() };
+  if (eta) (w.str("eta"), w.num(eta));
+  if (expires) (w.str("expires"), w.num(expires));
+  if (priority) (w.str("priority"), w.num(priority));
+  return { body, sentEvent: w.end() };
 }
 
 /**
@@ -283,25 +93,17 @@ export function encodeTask(message: TaskMessage, sentEvent: boolean, maxEventArg
  * exactly as `encode({ v, events })` would write it.
  */
 export function encodeEventBatch(v: number, events: ReadonlyArray<Uint8Array | object>): Uint8Array {
-  begin();
-  writeMap(2);
-  writeKey("v");
-  writeNum(v);
-  writeKey("events");
-  const n = events.length;
-  room(5);
-  if (n < 0x10) chunk[pos++] = 0x90 | n;
-  else if (n < 0x10000) {
-    chunk[pos++] = 0xdc;
-    chunk[pos++] = n >> 8;
-    chunk[pos++] = n & 0xff;
-  } else {
-    chunk[pos++] = 0xdd;
-    view.setUint32(pos, n);
-    pos += 4;
+  w.begin();
+  w.map(2);
+  w.str("v");
+  w.num(v);
+  w.str("events");
+  w.array(events.length);
+  for (const e of events) {
+    if (e instanceof Uint8Array) w.bytes(e);
+    else w.value(e);
   }
-  for (const e of events) writeBytes(e instanceof Uint8Array ? e : encode(e));
-  return finish();
+  return w.end();
 }
 
 /**
@@ -333,8 +135,8 @@ class FixedHeaders implements MsgHdrs {
   encode(): Uint8Array {
     const e = this.#entries;
     if (e === undefined) return this.#impl!.encode();
-    begin();
-    writeAscii("NATS/1.0");
+    w.begin();
+    w.ascii("NATS/1.0");
     for (let i = 0; i < e.length; i += 2) {
       // "\r\n<name>: " once per header name, then copied.
       let name = HEADER_LINES.get(e[i]!);
@@ -342,13 +144,11 @@ class FixedHeaders implements MsgHdrs {
         name = UTF8.encode(`\r\n${e[i]}: `);
         if (HEADER_LINES.size < 64) HEADER_LINES.set(e[i]!, name);
       }
-      room(name.length);
-      chunk.set(name, pos);
-      pos += name.length;
-      writeAscii(e[i + 1]!);
+      w.bytes(name);
+      w.ascii(e[i + 1]!);
     }
-    writeAscii("\r\n\r\n");
-    return finish();
+    w.ascii("\r\n\r\n");
+    return w.end();
   }
 
   get hasError(): boolean {
@@ -393,23 +193,6 @@ class FixedHeaders implements MsgHdrs {
 }
 
 const HEADER_LINES = new Map<string, Uint8Array>();
-
-/** Writes `s` byte per character (header text is ASCII; anything else as UTF-8). */
-function writeAscii(s: string): void {
-  const len = s.length;
-  room(len * 3);
-  const c = chunk;
-  let p = pos;
-  for (let i = 0; i < len; i++) {
-    const code = s.charCodeAt(i);
-    if (code >= 0x80) {
-      pos = p + UTF8.encodeInto(s.slice(i), c.subarray(p)).written!;
-      return;
-    }
-    c[p++] = code;
-  }
-  pos = p;
-}
 
 /**
  * Headers holding `entries`, name then value, each name once (canonical names). The values are

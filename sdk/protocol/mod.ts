@@ -14,3 +14,4 @@ export * from "./names.ts";
 export * from "./errors.ts";
 export * from "./envelope.ts";
 export * from "./ack.ts";
+export * from "./writer.ts";
