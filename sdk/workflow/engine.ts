@@ -426,7 +426,11 @@ export interface RunStatus {
 /** The state of run `runId`: counts per stage, failed jobs with their errors, timings. */
 export async function status(client: Client, runId: string): Promise<RunStatus> {
   const kv = await workflowKv(client);
-  const run = await requireRun(kv, runId);
+  return statusOf(client, kv, runId, await requireRun(kv, runId));
+}
+
+/** status() of a run whose record was just read. */
+async function statusOf(client: Client, kv: KV, runId: string, run: RunRecord): Promise<RunStatus> {
   const jobs = await listJobs(client, kv, runId);
   const stages: Record<string, StageStatus> = {};
   for (const s of Object.keys(run.definition.stages)) stages[s] = { pending: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
@@ -493,13 +497,14 @@ export interface Forgotten {
  */
 export async function forget(client: Client, runId: string, options: { force?: boolean } = {}): Promise<Forgotten> {
   const kv = await workflowKv(client);
-  if (!(await read<RunRecord>(kv, runKey(runId)))) {
+  const run = await read<RunRecord>(kv, runKey(runId));
+  if (!run) {
     // No run record: an unknown id, or records a straggler wrote after an earlier forget.
     const records = await purgeRun(client, runId);
     if (records === 0) throw new ProtocolError(`no workflow run "${runId}"`);
     return { runs: [runId], records };
   }
-  const s = await status(client, runId);
+  const s = await statusOf(client, kv, runId, run.value);
   if (s.state === "running" || s.state === "paused") {
     if (!options.force) throw new ProtocolError(`workflow run "${runId}" is ${s.state}: cancel it first, or forget it with { force: true }`);
     await cancel(client, runId);
