@@ -118,6 +118,27 @@ describe("control", () => {
     assert.equal(await c.call(nap, { ms: 7 }, { timeout: 5000 }), 7);
   });
 
+  test("control - pool_grow/shrink restart an adaptive prefetch from the new concurrency; add_consumer keeps a prefetch that was set", async () => {
+    const ns = freshNamespace();
+    await using adaptive = worker(server, ns, { concurrency: 2 }).implement(nap, ({ ms }) => ms);
+    await adaptive.start();
+    await using fixed = worker(server, ns, { concurrency: 2, prefetch: 1 }).implement(nap, ({ ms }) => ms);
+    await fixed.start();
+    await using c = await client(server, ns);
+    const queues = async (w: typeof adaptive) => (await c.inspect("queues", { destination: { workers: [w.identity.id] } }))[w.identity.id] as Record<string, { concurrency: number; prefetch: number; prefetchMax?: number }>;
+    assert.deepEqual((await queues(adaptive)).default, { concurrency: 2, prefetch: 2, prefetchMax: 8, serial: false, paused: false });
+    await c.control("pool_grow", { n: 3 }, { destination: { workers: [adaptive.identity.id] } });
+    assert.deepEqual((await queues(adaptive)).default, { concurrency: 5, prefetch: 5, prefetchMax: 20, serial: false, paused: false });
+    await c.control("pool_shrink", { n: 4 }, { destination: { workers: [adaptive.identity.id] } });
+    assert.deepEqual((await queues(adaptive)).default, { concurrency: 1, prefetch: 1, prefetchMax: 4, serial: false, paused: false });
+    // The worker with prefetch 1 keeps it, on its own queue and on one added at run time.
+    await c.control("pool_grow", { n: 2 }, { destination: { workers: [fixed.identity.id] } });
+    await c.control("add_consumer", { queue: "later" }, { destination: { workers: [fixed.identity.id] } });
+    const q = await queues(fixed);
+    assert.deepEqual([q.default?.prefetch, q.default?.prefetchMax, q.later?.prefetch, q.later?.prefetchMax], [1, undefined, 1, undefined]);
+    assert.equal(await c.call(nap, { ms: 2 }, { queue: "later", timeout: 5000 }), 2);
+  });
+
   test("discovery - workers answer the NATS services protocol ($SRV.PING)", async () => {
     const ns = freshNamespace();
     await using w = worker(server, ns).implement(nap, ({ ms }) => ms);
