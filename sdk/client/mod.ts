@@ -20,6 +20,7 @@ export { isCasConflict, openBucket } from "./kv.ts";
 export { Router, UnknownQueueError, type Route, type RouteFunction, type RouteSource } from "./routing.ts";
 export { CONTROL_VERBS, INSPECT_VERBS, type ControlOptions, type ControlVerb, type InspectVerb } from "./control.ts";
 export { DeadLetters, type DeadLetter, type DeadLetterFilter } from "./dead_letters.ts";
+export { createLogger, LOG_LEVEL, type Logger, type LogLevel } from "./logger.ts";
 export { ensureTopology, ensureStreams, isNotFound, streamConfigs, WORKER_LEASE_S, type TopologyOptions } from "./topology.ts";
 export * from "../signatures/mod.ts";
 export {

@@ -12,9 +12,8 @@
  * compare-and-set on the revision).
  */
 import type { KV, KvEntry } from "@nats-io/kv";
-import { isCasConflict, openBucket, type Client } from "../client/mod.ts";
+import { createLogger, isCasConflict, openBucket, type Client, type Logger } from "../client/mod.ts";
 import { assertTaskName, decode, encode, PROTOCOL_VERSION } from "../protocol/mod.ts";
-import { createLogger, type Logger } from "./logger.ts";
 
 /** What the function of an eternal task receives. */
 export interface EternalContext {

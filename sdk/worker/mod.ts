@@ -24,7 +24,7 @@ export {
 export { SoftTimeLimitExceeded, TimeLimitExceeded, TaskTerminated } from "./pool/mod.ts";
 export { ensurePriorityConsumers, PriorityConsumerConflictError, PriorityPuller, type PriorityPullerOptions } from "./priority_puller.ts";
 export { QueuePuller, type PullerOptions } from "./puller.ts";
-export { createLogger, LOG_LEVEL, type Logger, type LogLevel } from "./logger.ts";
+export { createLogger, LOG_LEVEL, type Logger, type LogLevel } from "../client/mod.ts";
 export {
   ETERNAL_STATUS, eternalBucket, EternalRunner, eternalStatus,
   type EternalContext, type EternalOptions, type EternalState, type EternalStatus,

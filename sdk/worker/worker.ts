@@ -9,9 +9,12 @@ import {
   AckedPublisher,
   Client,
   connect,
+  createLogger,
   isNotFound,
   WORKER_LEASE_S,
   type ConnectOptions,
+  type Logger,
+  type LogLevel,
 } from "../client/mod.ts";
 import {
   ACK,
@@ -47,7 +50,6 @@ import { RateLimiter } from "./rate_limit.ts";
 import { createPool, retryRequest, SoftTimeLimitExceeded, TimeLimitExceeded, type Pool, type PoolKind } from "./pool/mod.ts";
 import { EternalRunner, type EternalContext, type EternalOptions, type EternalState } from "./eternal.ts";
 import type { HandlerRegistry } from "./handlers.ts";
-import { createLogger, type Logger, type LogLevel } from "./logger.ts";
 import { copyHeaders } from "./headers.ts";
 import { deliveryCountOf, encodeRecord, TaskEvents, type EncodedRecord } from "./wire.ts";
 import { QueuePuller } from "./puller.ts";

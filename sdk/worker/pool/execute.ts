@@ -7,7 +7,7 @@ import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { toErrorShape } from "../../protocol/mod.ts";
 import type { Client } from "../../client/mod.ts";
-import type { Logger } from "../logger.ts";
+import type { Logger } from "../../client/mod.ts";
 import type { TaskContext } from "../worker.ts";
 import { RetryRequested, SoftTimeLimitExceeded } from "./errors.ts";
 import type { ExecutionOutcome, ExecutionRequest, PoolHandler } from "./types.ts";

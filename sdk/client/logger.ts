@@ -1,4 +1,7 @@
-/** A small leveled logger; workers and handlers log through it so output can go to a file. */
+/**
+ * A small leveled logger: workers, handlers and the beat log through it, so output can go to a
+ * file (`write`). Here, below both, so the worker and the beat share one.
+ */
 
 /** Log levels, lowest first. */
 export const LOG_LEVEL = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 } as const;
