@@ -2,38 +2,33 @@
  * The msgpackr envelopes on the wire: task messages, result records, replies and event batches.
  * Plain MessagePack (no msgpackr records), so any language's MessagePack library reads them.
  */
-import { Packr } from "msgpackr";
+import { msgpackrUnpack } from "./codec.ts";
 import type { ErrorShape } from "./errors.ts";
 import { ProtocolError, UnsupportedVersionError } from "./errors.ts";
+import { MessagePackWriter } from "./writer.ts";
 
 /** Version of the envelopes below. A reader refuses a message whose `v` is newer than it knows. */
 export const PROTOCOL_VERSION = 1;
 
-/**
- * Shared codec. `useRecords: false` keeps it standard MessagePack; Dates travel as the standard
- * timestamp extension (-1); Maps become maps and are read back as plain objects; `undefined`
- * becomes nil (not msgpackr's private extension). 64-bit integers decode as numbers when they fit
- * a double exactly and as BigInt only beyond that, so a Python or Go client's int64 `sentAt` reads
- * as a number.
- */
-const packr = new Packr({
-  useRecords: false,
-  mapsAsObjects: true,
-  moreTypes: false,
-  // "auto" is implemented by msgpackr (unpack.js) but missing from its .d.ts.
-  int64AsType: "auto" as "number",
-  encodeUndefinedAsNil: true,
-});
+/** encode()'s writer: plain data by hand, anything else through msgpackr (sdk/protocol/codec.ts). */
+const writer = new MessagePackWriter(64 * 1024);
 
-/** Encodes any plain value as MessagePack. */
+/**
+ * Encodes a value as MessagePack: the bytes msgpackr writes with the options of
+ * sdk/protocol/codec.ts (docs/protocol.md §3), except that typed arrays are written as `bin` of
+ * their own bytes (msgpackr corrupts all but Uint8Array) and nesting deeper than MAX_NESTING is
+ * refused. The result is a view that is never written again.
+ */
 export function encode(value: unknown): Uint8Array {
-  return packr.pack(value);
+  writer.begin();
+  writer.value(value);
+  return writer.end();
 }
 
 /** Decodes MessagePack bytes; throws ProtocolError on malformed input. */
 export function decode(bytes: Uint8Array): unknown {
   try {
-    return packr.unpack(bytes);
+    return msgpackrUnpack(bytes);
   } catch (err) {
     throw new ProtocolError(`message body is not valid MessagePack (${bytes.length} bytes)`, { cause: err });
   }

@@ -1,17 +1,27 @@
 /**
- * MessagePack written by hand on the hot paths (the client's task messages, event batches and NATS
- * headers; the worker's result records and events), byte for byte what `encode()` (msgpackr)
- * writes for the same values (docs/protocol.md §3; test/unit/wire.test.ts and
- * worker_wire.test.ts compare them). msgpackr's generic object walk was the largest single cost
- * of the drain benchmark (~11 µs of worker CPU per task for one record and three events), and
- * the client's send path was a third faster written this way.
+ * MessagePack written by hand: `encode()` itself, and the hot paths (the client's task messages,
+ * event batches and NATS headers; the worker's result records and events), byte for byte what
+ * msgpackr writes for the same values with the options of sdk/protocol/codec.ts (docs/protocol.md
+ * §3; test/unit/wire.test.ts and worker_wire.test.ts compare them). msgpackr's generic object walk
+ * was the largest single cost of the drain benchmark (~11 µs of worker CPU per task for one record
+ * and three events), and the client's send path was a third faster written this way.
  *
- * Plain data (objects, arrays, ASCII strings, numbers, booleans, null) is written here; any other
- * value (a Date, a Map, a non-ASCII string, …) goes through `encode()` and is copied in.
+ * Plain data (objects, arrays, ASCII strings, numbers, booleans, null, undefined) and typed arrays
+ * are written here; any other value (a Date, a Map, a non-ASCII string, …) goes through msgpackr and
+ * is copied in. Two deliberate differences from msgpackr: typed arrays other than Uint8Array are
+ * written as `bin` of their bytes (msgpackr corrupts them), and nesting deeper than MAX_NESTING is
+ * refused.
  */
-import { encode } from "./envelope.ts";
+import { msgpackrPack } from "./codec.ts";
+import { ProtocolError } from "./errors.ts";
 
 const UTF8 = new TextEncoder();
+/**
+ * Deepest nesting of objects and arrays written. msgpackr's encode() overflowed the stack at about
+ * 1,300 levels and its decode() at about 2,700 (both depend on the stack): a value deeper than
+ * this is refused with a clear error rather than published for no reader to decode.
+ */
+export const MAX_NESTING = 1000;
 
 /**
  * Appends MessagePack to a buffer and hands out views of what it wrote. A view is never written
@@ -24,6 +34,8 @@ export class MessagePackWriter {
   pos = 0;
   /** Where the message being written starts. */
   #start = 0;
+  /** Objects and arrays open around the value being written. */
+  #depth = 0;
 
   constructor(readonly size: number) {
     this.#buf = new Uint8Array(size);
@@ -34,6 +46,7 @@ export class MessagePackWriter {
   begin(): void {
     if (this.#buf.length - this.pos < 1024) this.#renew(this.size, 0);
     this.#start = this.pos;
+    this.#depth = 0; // a message abandoned by a throw leaves no depth behind
   }
 
   /** The message written since begin(); the next one starts after it. */
@@ -82,7 +95,7 @@ export class MessagePackWriter {
     this.pos += 3;
   }
 
-  /** A string: ASCII by hand, with the shortest header for its length; anything else by encode(). */
+  /** A string: ASCII by hand, with the shortest header for its length; anything else by msgpackr. */
   str(s: string): void {
     const n = s.length;
     this.#room(n + 5);
@@ -91,7 +104,7 @@ export class MessagePackWriter {
     let p = this.pos + header;
     for (let i = 0; i < n; i++) {
       const c = s.charCodeAt(i);
-      if (c >= 0x80) return this.bytes(encode(s));
+      if (c >= 0x80) return this.bytes(msgpackrPack(s));
       b[p++] = c;
     }
     const at = this.pos;
@@ -131,11 +144,16 @@ export class MessagePackWriter {
   }
 
   /**
-   * Any value, as encode() writes it: plain data (objects, arrays, strings, numbers, booleans,
-   * null) by hand, anything else (undefined, Date, Map, BigInt, bytes, …) by encode().
+   * Any value, as msgpackr writes it: plain data (objects, arrays, strings, numbers, booleans,
+   * null, undefined as nil) and typed arrays by hand, anything else (Date, Map, Set, BigInt, class
+   * instances, …) by msgpackr.
    */
   value(v: unknown): void {
     switch (typeof v) {
+      case "undefined":
+        this.#room(1);
+        this.#buf[this.pos++] = 0xc0;
+        return;
       case "string":
         return this.str(v);
       case "number":
@@ -152,12 +170,29 @@ export class MessagePackWriter {
         }
         if (v.constructor === Object) return this.#object(v as Record<string, unknown>);
         if (v.constructor === Array) return this.#array(v as unknown[]);
+        // Every typed array (and a DataView) as `bin` of its own bytes, read back as a Uint8Array.
+        // msgpackr copies element by element instead, so a Float64Array([1.5]) became 01 and seven
+        // bytes of whatever its buffer held before (docs/protocol.md §3).
+        if (ArrayBuffer.isView(v)) return this.bin(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
     }
-    this.bytes(encode(v));
+    this.bytes(msgpackrPack(v));
+  }
+
+  /** Bytes as a MessagePack `bin` (8, 16 or 32), as msgpackr writes a Uint8Array. */
+  bin(b: Uint8Array): void {
+    const n = b.length;
+    this.#room(n + 5);
+    const buf = this.#buf;
+    if (n < 0x100) (buf[this.pos] = 0xc4), (buf[this.pos + 1] = n), (this.pos += 2);
+    else if (n < 0x10000) (buf[this.pos] = 0xc5), this.#view.setUint16(this.pos + 1, n), (this.pos += 3);
+    else (buf[this.pos] = 0xc6), this.#view.setUint32(this.pos + 1, n), (this.pos += 5);
+    buf.set(b, this.pos);
+    this.pos += n;
   }
 
   /** A plain object as msgpackr writes it: map 16, its own enumerable keys in for-in order. */
   #object(o: Record<string, unknown>): void {
+    this.#enter();
     const at = this.offset;
     this.map(0);
     let size = 0;
@@ -171,12 +206,19 @@ export class MessagePackWriter {
     if (size > 0xffff) throw new Error(`an object of ${size} keys cannot be written with a map 16 header`);
     this.patch(at + 1, size >> 8);
     this.patch(at + 2, size & 0xff);
+    this.#depth--;
   }
 
   #array(a: unknown[]): void {
+    this.#enter();
     const n = a.length;
     this.array(n);
     for (let i = 0; i < n; i++) this.value(a[i]);
+    this.#depth--;
+  }
+
+  #enter(): void {
+    if (++this.#depth > MAX_NESTING) throw new ProtocolError(`a value nested more than ${MAX_NESTING} levels deep cannot be sent: MessagePack readers refuse or overflow on such depth`);
   }
 
   /** An array header for `n` items, as msgpackr writes it (the items follow). */

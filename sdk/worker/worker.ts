@@ -1177,17 +1177,30 @@ export class Worker implements AsyncDisposable {
     return encodeRecord(record, final, this.identity, this.#identityBytes);
   }
 
+  /**
+   * A result that cannot be stored: running the task again would give the same result, so it
+   * fails for good (FAILURE with `type` and `detail`, dead-lettered as `invalid-result`).
+   */
+  async #failResult(flight: InFlight, type: string, detail: string): Promise<void> {
+    const failure = this.#record(flight, STATE.failure, { error: { type, message: detail, retryable: false } });
+    this.stats.failed++;
+    await this.#deadLetterAfterRun(flight, failure, DLQ_REASON.invalidResult, detail);
+  }
+
   /** Stores the record, replies to the caller, then acks. The ack never precedes the stored result. */
   async #storeAndAck(flight: InFlight, record: ResultRecord): Promise<void> {
     const client = this.#client!;
-    const { body, result } = this.#encodeRecord(record, true);
+    let encoded: EncodedRecord;
+    try {
+      encoded = this.#encodeRecord(record, true);
+    } catch (err) {
+      // A value MessagePack cannot carry (a symbol, a BigInt beyond 64 bits, a cycle, too deep).
+      if (record.state !== STATE.success) throw err;
+      return this.#failResult(flight, "ResultNotEncodableError", `the result of task "${record.task}" cannot be encoded: ${(err as Error).message}`);
+    }
+    const { body, result } = encoded;
     if (body.length > this.#maxPayload() - 1024 && record.state === STATE.success) {
-      // Running it again would give the same too-large result: fail it for good, with the reason.
-      const detail = `the result of task "${record.task}" is ${body.length} bytes, more than the server's max_payload (${this.#maxPayload()}): return a reference (an object-store key) instead`;
-      const failure = this.#record(flight, STATE.failure, { error: { type: "ResultTooLargeError", message: detail, retryable: false } });
-      this.stats.failed++;
-      await this.#deadLetterAfterRun(flight, failure, DLQ_REASON.invalidResult, detail);
-      return;
+      return this.#failResult(flight, "ResultTooLargeError", `the result of task "${record.task}" is ${body.length} bytes, more than the server's max_payload (${this.#maxPayload()}): return a reference (an object-store key) instead`);
     }
     // Counted here, after the size check: a result too large to store is a failure, not a success.
     if (record.state === STATE.success) this.stats.succeeded++;

@@ -176,6 +176,30 @@ describe("core", () => {
     await eventually(async () => (await streamMessages(c, c.names.dlqStream)) === 1, 5000, "one dead letter");
   });
 
+  test("worker - a result MessagePack cannot carry (a symbol, nesting past 1,000 levels) fails once and is dead-lettered, not rerun", async () => {
+    const ns = freshNamespace();
+    const anything = signature("core.anything", { args: v.object({ kind: v.string() }) });
+    let runs = 0;
+    await using w = worker(server, ns).implement(anything, ({ kind }) => {
+      runs++;
+      if (kind === "symbol") return { s: Symbol("x") };
+      const deep: Record<string, unknown> = {};
+      let at = deep;
+      for (let i = 0; i < 1500; i++) at = (at.n = {}) as Record<string, unknown>;
+      return deep;
+    });
+    await w.start();
+    await using c = await client(server, ns);
+    for (const kind of ["symbol", "deep"]) {
+      await assert.rejects(c.call(anything, { kind }, { timeout: 10_000 }), (err: unknown) =>
+        err instanceof RemoteTaskError && err.remoteType === "ResultNotEncodableError" && !err.retryable && /cannot be encoded/.test(err.message));
+    }
+    assert.match(String((await (async () => { try { await c.call(anything, { kind: "deep" }, { timeout: 10_000 }); } catch (e) { return (e as Error).message; } })())), /nested more than 1000 levels/);
+    await eventually(async () => (await streamMessages(c, c.names.dlqStream)) === 3, 5000, "three dead letters");
+    assert.equal(runs, 3, "each ran once: a result that cannot be stored is not retried");
+    assert.equal(w.stats.failed, 3);
+  });
+
   test("worker - bad messages are recorded, dead-lettered with their reason, and the worker keeps serving", async () => {
     const ns = freshNamespace();
     await using w = worker(server, ns).implement(add, ({ a, b }) => a + b);

@@ -1,10 +1,13 @@
 /**
- * The client's hand-written encoders (sdk/client/wire.ts) must write the very bytes msgpackr writes
- * for the same objects: the wire stays what docs/protocol.md §3 describes.
+ * The client's hand-written encoders (sdk/client/wire.ts, over sdk/protocol/writer.ts) must write
+ * the very bytes msgpackr writes for the same objects: the wire stays what docs/protocol.md §3
+ * describes.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { encode, EVENT, HEADER, PROTOCOL_VERSION } from "../../sdk/protocol/mod.ts";
+import { decode, encode as encodeByWriter, EVENT, HEADER, MAX_NESTING, PROTOCOL_VERSION, ProtocolError } from "../../sdk/protocol/mod.ts";
+// The reference is msgpackr itself: encode() is now written by the same MessagePackWriter.
+import { msgpackrPack as encode } from "../../sdk/protocol/codec.ts";
 import { taskMessage, type TaskOptions } from "../../sdk/signatures/mod.ts";
 import { encodeEventBatch, encodeTask, fixedHeaders, parsePubAck, randomTaskId } from "../../sdk/client/wire.ts";
 import { MsgHdrsImpl } from "@nats-io/nats-core";
@@ -49,6 +52,86 @@ test("wire - encodeTask writes what encode() writes, for every kind of field", (
       assert.equal(t.sentEvent === undefined, !withEvent);
     }
   }
+});
+
+test("wire - args of every shape the writer handles by hand (or hands to msgpackr) come out as encode() writes them", () => {
+  class Point {
+    x = 1;
+    y = "two";
+  }
+  class WithJson {
+    a = 1;
+    toJSON() {
+      return { j: "son" };
+    }
+  }
+  const nullProto = Object.create(null) as Record<string, unknown>;
+  nullProto.k = "v";
+  const inherited = Object.create({ hidden: 1 }) as Record<string, unknown>;
+  inherited.own = 2;
+  const deep: Record<string, unknown> = {};
+  let at = deep;
+  for (let i = 0; i < MAX_NESTING - 2; i++) at = (at.n = {}) as Record<string, unknown>;
+  const wide: Record<string, number> = {};
+  for (let i = 0; i < 0xffff; i++) wide[`k${i}`] = i;
+  const shapes: Record<string, unknown> = {
+    undefinedInside: { a: undefined, b: [undefined, 1], c: null },
+    // eslint-disable-next-line no-sparse-arrays
+    sparse: [1, , 3],
+    classInstance: { p: new Point() },
+    toJSON: { w: new WithJson(), plain: { a: 1, toJSON: () => "no" } },
+    nullPrototype: { n: nullProto },
+    inheritedKeys: { i: inherited },
+    integerKeys: { b: 1, 2: "two", 1: "one", a: 0 },
+    ownHasOwnProperty: { hasOwnProperty: 1, x: 2 },
+    bytes: { u: new Uint8Array(300), e: new Uint8Array(0), b: Buffer.from("hi") },
+    set: { s: new Set([1, "a"]) },
+    longArray: Array.from({ length: 70_000 }, (_, i) => i % 300),
+    deep,
+    wide,
+  };
+  for (const [name, args] of Object.entries(shapes)) {
+    const m = taskMessage({ id: "id1", task: "t", args, queue: "q", sentAt: 1 }, {});
+    const t = encodeTask(m, true);
+    assert.deepEqual(Buffer.from(t.body), Buffer.from(encode(m)), name);
+    assert.deepEqual(Buffer.from(t.sentEvent!), Buffer.from(encode({ type: EVENT.sent, id: "id1", task: "t", queue: "q", at: 1, args })), `${name}: task-sent event`);
+  }
+});
+
+test("wire - typed arrays travel as bin of their own bytes (msgpackr would write one byte per element and stale bytes)", () => {
+  const f = new Float64Array([1.5, 2.5, 300.25]);
+  const i16 = new Int16Array([1, -1, 300]);
+  const view = new DataView(new Uint8Array([9, 8, 7, 6]).buffer, 1, 2);
+  const sub = new Float32Array(new Float32Array([1, 2, 3, 4]).buffer, 4, 2);
+  const raw = (a: ArrayBufferView) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+  for (let round = 0; round < 3; round++) {
+    const args = { f, nested: [{ i16 }], view, sub, big: new Float64Array(40_000) };
+    const m = taskMessage({ id: "id1", task: "t", args, queue: "q", sentAt: 1 }, {});
+    const body = encodeTask(m, true).body;
+    const back = decode(body) as { args: { f: Uint8Array; nested: [{ i16: Uint8Array }]; view: Uint8Array; sub: Uint8Array; big: Uint8Array } };
+    assert.deepEqual(Buffer.from(back.args.f), raw(f));
+    assert.deepEqual(Buffer.from(back.args.nested[0].i16), raw(i16));
+    assert.deepEqual(Buffer.from(back.args.view), Buffer.from([8, 7]));
+    assert.deepEqual(Buffer.from(back.args.sub), raw(sub));
+    assert.equal(back.args.big.length, 320_000);
+    // encode() (replies, progress, every other body) writes them the same way.
+    assert.deepEqual(Buffer.from(encodeByWriter(args)), Buffer.from(encodeByWriter(args)), "deterministic");
+    assert.deepEqual(Buffer.from((decode(encodeByWriter({ f })) as { f: Uint8Array }).f), raw(f));
+  }
+});
+
+test("wire - args nested more than MAX_NESTING levels are refused with a clear error, and the next message is whole", () => {
+  const deep: unknown[] = [];
+  let at = deep;
+  for (let i = 0; i < MAX_NESTING + 5; i++) {
+    const next: unknown[] = [];
+    at.push(next);
+    at = next;
+  }
+  const m = taskMessage({ id: "id1", task: "t", args: deep, queue: "q", sentAt: 1 }, {});
+  assert.throws(() => encodeTask(m, true), (err: unknown) => err instanceof ProtocolError && /nested more than 1000 levels/.test(err.message));
+  const ok = taskMessage({ id: "id2", task: "t", args: [[[1]]], queue: "q", sentAt: 2 }, {});
+  assert.deepEqual(Buffer.from(encodeTask(ok, true).body), Buffer.from(encode(ok)));
 });
 
 test("wire - strings and numbers are written as msgpackr writes them", () => {

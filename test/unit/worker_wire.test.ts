@@ -4,7 +4,9 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { decodeEventBatch, encode, EVENT, parseAckSubject, PROTOCOL_VERSION, STATE, type ResultRecord, type TaskEvent } from "../../sdk/protocol/mod.ts";
+import { decodeEventBatch, EVENT, parseAckSubject, PROTOCOL_VERSION, STATE, type ResultRecord, type TaskEvent } from "../../sdk/protocol/mod.ts";
+// The reference is msgpackr itself: encode() is now written by the same MessagePackWriter.
+import { msgpackrPack as encode } from "../../sdk/protocol/codec.ts";
 import { deliveryCountOf, encodeRecord, TaskEvents } from "../../sdk/worker/wire.ts";
 import type { AckedPublisher } from "../../sdk/client/mod.ts";
 import type { NatsConnection } from "@nats-io/nats-core";
