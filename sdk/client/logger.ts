@@ -40,10 +40,11 @@ export function createLogger(
   };
 }
 
+/** Fields as JSON; BigInts as strings; anything else JSON refuses (a cycle) as `{…}`. */
 function safeJson(value: unknown): string {
   try {
-    return JSON.stringify(value);
+    return JSON.stringify(value, (_key, v) => (typeof v === "bigint" ? v.toString() : v));
   } catch {
-    return String(value);
+    return "{…}";
   }
 }
