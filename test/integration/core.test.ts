@@ -268,8 +268,10 @@ describe("core", () => {
       const all = await allEvents(c);
       return all.filter((e) => e.id === bad.id).some((e) => e.type === "task-dead-lettered") ? all : undefined;
     }, 5000, "events of both tasks");
-    // Events come from two processes: stream order is arrival order, `at` gives the causal order.
-    const typesOf = (id: string) => events.filter((e) => e.id === id).sort((x, y) => x.at - y.at).map((e) => e.type);
+    // Events come from two processes: stream order is arrival order, `at` gives the causal order
+    // (to the millisecond: a tie, e.g. sent and received in the same ms, is ordered by type).
+    const RANK: Record<string, number> = { "task-sent": 0, "task-received": 1, "task-started": 2, "task-succeeded": 3, "task-failed": 3, "task-dead-lettered": 3 };
+    const typesOf = (id: string) => events.filter((e) => e.id === id).sort((x, y) => x.at - y.at || RANK[x.type]! - RANK[y.type]!).map((e) => e.type);
     assert.deepEqual(typesOf(ok.id), ["task-sent", "task-received", "task-started", "task-succeeded"]);
     assert.deepEqual(new Set(typesOf(bad.id)), new Set(["task-sent", "task-received", "task-started", "task-dead-lettered", "task-failed"]));
     const sent = events.find((e) => e.id === ok.id && e.type === "task-sent")!;
