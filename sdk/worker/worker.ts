@@ -19,8 +19,10 @@ import {
 import {
   ACK,
   assertToken,
+  decodeResultRecord,
   decodeTaskMessage,
   DLQ_REASON,
+  FINAL_STATES,
   encode,
   EVENT,
   HEADER,
@@ -1233,6 +1235,31 @@ export class Worker implements AsyncDisposable {
    * Before any final (or RETRY) record: no more RECEIVED/STARTED writes for this task, and the
    * pending one has landed, so it can never arrive on top of the final record.
    */
+  /**
+   * Writes a record that is not final (RECEIVED, STARTED, RETRY) unless the task's record already
+   * is final, with compare-and-set on the last sequence read: a write that lands late can then never
+   * replace a final record written meanwhile. Without it, a RECEIVED write whose publish was retried
+   * through a stream leader election landed after the SUCCESS of the same task's redelivery (its
+   * first delivery handed back), and the stored record went back to RECEIVED (chaos case c, 10 of
+   * 300 tasks). One read more per such write; these are written only for tasks that waited or ran
+   * longer than stateWriteDelayMs. A conflict or failure is dropped: the state is informational.
+   */
+  async #writeInterim(taskId: string, body: Uint8Array): Promise<void> {
+    const client = this.#client!;
+    const subject = client.names.resultSubject(taskId);
+    let last: { seq: number; state: string } | undefined;
+    try {
+      const stored = await (await client.jsm()).streams.getMessage(`KV_${client.names.resultsBucket}`, { last_by_subj: subject });
+      if (stored) last = { seq: stored.seq, state: decodeResultRecord(stored.data).state };
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+    if (last && FINAL_STATES.has(last.state as ResultRecord["state"])) return;
+    const h = natsHeaders();
+    h.set("Nats-Expected-Last-Subject-Sequence", String(last?.seq ?? 0));
+    await this.#publisher.publish(subject, body, h);
+  }
+
   #finalize(flight: InFlight): Promise<unknown> | undefined {
     flight.finalizing = true;
     return flight.stateWrite?.catch(() => {});
@@ -1301,7 +1328,7 @@ export class Worker implements AsyncDisposable {
     const retryRecord = this.#record(flight, STATE.retry, { error });
     delete retryRecord.finishedAt;
     await this.#finalize(flight);
-    await this.#publisher.publish(client.names.resultSubject(task.id), this.#encodeRecord(retryRecord, false).body).catch(() => {});
+    await this.#writeInterim(task.id, this.#encodeRecord(retryRecord, false).body).catch(() => {});
     this.#events?.push({ type: EVENT.retried, id: task.id, task: task.task, queue: flight.queue, at: Date.now(), worker: this.identity.id, retries, error, eta: next.eta! });
     this.#finishFlight(flight, ACK.ack);
   }
@@ -1409,7 +1436,7 @@ export class Worker implements AsyncDisposable {
         const record = this.#record(f, f.state, {});
         delete record.finishedAt;
         const prev = f.stateWrite ?? Promise.resolve();
-        f.stateWrite = prev.then(() => this.#publisher.publish(client.names.resultSubject(f.task.id), this.#encodeRecord(record, false).body)).catch(() => {});
+        f.stateWrite = prev.then(() => this.#writeInterim(f.task.id, this.#encodeRecord(record, false).body)).catch(() => {});
       }
     }
     if (this.#waiting.length > 0) this.#handBackStale(now);

@@ -9,7 +9,7 @@ import {
   ResultTimeoutError,
   STATE,
 } from "../../sdk/client/mod.ts";
-import { decodeEventBatch, decodeTaskMessage, encode, HEADER, names, PROTOCOL_VERSION, UnsupportedVersionError, type TaskEvent } from "../../sdk/protocol/mod.ts";
+import { decodeEventBatch, decodeResultRecord, decodeTaskMessage, encode, HEADER, names, PROTOCOL_VERSION, UnsupportedVersionError, type TaskEvent } from "../../sdk/protocol/mod.ts";
 import { NonRetryableError, type Worker } from "../../sdk/worker/mod.ts";
 import { add, badResult, echo, fail, parseDate, slow } from "../fixtures/signatures.ts";
 import { client, eventually, freshNamespace, worker } from "./helpers.ts";
@@ -480,6 +480,41 @@ describe("core", () => {
     assert.equal(((await c.inspect("queues", me))[a.identity.id] as { default: { prefetch: number } }).default.prefetch, 1, "a's window fell back to its concurrency");
     release();
     assert.deepEqual(await long.result({ timeout: 10_000 }), { slept: 1 });
+  });
+
+  test("worker - a late RECEIVED write (its publish slowed) never replaces the SUCCESS another worker stored meanwhile", async () => {
+    const ns = freshNamespace();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const mk = () => worker(server, ns, { concurrency: 1, stateWriteDelayMs: 50 }).implement(slow, async ({ ms }) => {
+      if (ms > 0) await gate;
+      return { slept: ms };
+    });
+    await using a = mk();
+    await a.start();
+    await using c = await client(server, ns);
+    for (const h of await Promise.all(Array.from({ length: 20 }, () => c.send(slow, { ms: 0 })))) await h.result({ timeout: 10_000 });
+    // From now on a's RECEIVED/STARTED writes take 2.5 s to reach the server (a leader election).
+    const publisher = a.client.publisher;
+    const publish = publisher.publish.bind(publisher);
+    const prefix = a.client.names.resultSubject("");
+    publisher.publish = async (subject, data, h) => {
+      if (subject.startsWith(prefix) && ["RECEIVED", "STARTED"].includes(decodeResultRecord(data).state)) await new Promise((r) => setTimeout(r, 2500));
+      return publish(subject, data, h);
+    };
+    const long = await c.send(slow, { ms: 1 });
+    await eventually(() => a.active === 1, 5000, "the long task to start");
+    const shorts = [];
+    for (let i = 0; i < 3; i++) shorts.push(await c.send(slow, { ms: 0 }));
+    await eventually(() => a.stats.received === 24, 5000, "a to hold the three short tasks");
+    await using b = mk();
+    await b.start();
+    for (const h of shorts) await h.result({ timeout: 10_000 }); // handed back by a, run by b
+    await new Promise((r) => setTimeout(r, 3000)); // a's slowed RECEIVED writes have landed (or been refused)
+    await using reader = await client(server, ns);
+    for (const h of shorts) assert.equal((await reader.status(h.id)).state, "SUCCESS", `${h.id}: the final record stays`);
+    release();
+    await long.result({ timeout: 10_000 });
   });
 
   test("worker - an idle queue's window falls back to its concurrency: credits beyond it lapse within seconds", async () => {
