@@ -24,7 +24,7 @@ const packr = new Packr({
  * msgpackr's own encoding of `value`. Prefer `encode()`: msgpackr 2.1.3 writes a typed array other
  * than Uint8Array (Float64Array, Int16Array, …) as `bin` of the right length holding one byte per
  * element and then whatever its buffer held before — earlier messages' bytes — which `encode()`
- * avoids for everything outside Maps, Sets and class instances.
+ * avoids for everything outside class instances.
  */
 export function msgpackrPack(value: unknown): Uint8Array {
   return packr.pack(value);

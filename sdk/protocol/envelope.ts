@@ -16,8 +16,8 @@ const writer = new MessagePackWriter(64 * 1024);
 /**
  * Encodes a value as MessagePack: the bytes msgpackr writes with the options of
  * sdk/protocol/codec.ts (docs/protocol.md §3), except that typed arrays are written as `bin` of
- * their own bytes (msgpackr corrupts all but Uint8Array) and nesting deeper than MAX_NESTING is
- * refused. The result is a view that is never written again.
+ * their own bytes (msgpackr corrupts all but Uint8Array; inside class instances it still does)
+ * and nesting deeper than MAX_NESTING is refused. The result is a view never written again.
  */
 export function encode(value: unknown): Uint8Array {
   writer.begin();

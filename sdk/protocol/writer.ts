@@ -7,10 +7,10 @@
  * and three events), and the client's send path was a third faster written this way.
  *
  * Plain data (objects, arrays, ASCII strings, numbers, booleans, null, undefined) and typed arrays
- * are written here; any other value (a Date, a Map, a non-ASCII string, …) goes through msgpackr and
- * is copied in. Two deliberate differences from msgpackr: typed arrays other than Uint8Array are
- * written as `bin` of their bytes (msgpackr corrupts them), and nesting deeper than MAX_NESTING is
- * refused.
+ * are written here; any other value (a Date, a class instance, a non-ASCII string, …) goes through msgpackr and
+ * is copied in. Maps and Sets are written here too. Two deliberate differences from msgpackr: typed
+ * arrays other than Uint8Array are written as `bin` of their bytes (msgpackr corrupts them), and
+ * nesting deeper than MAX_NESTING is refused.
  */
 import { msgpackrPack } from "./codec.ts";
 import { ProtocolError } from "./errors.ts";
@@ -145,8 +145,8 @@ export class MessagePackWriter {
 
   /**
    * Any value, as msgpackr writes it: plain data (objects, arrays, strings, numbers, booleans,
-   * null, undefined as nil) and typed arrays by hand, anything else (Date, Map, Set, BigInt, class
-   * instances, …) by msgpackr.
+   * null, undefined as nil), Maps, Sets and typed arrays by hand, anything else (Date, BigInt,
+   * class instances, …) by msgpackr.
    */
   value(v: unknown): void {
     switch (typeof v) {
@@ -170,6 +170,9 @@ export class MessagePackWriter {
         }
         if (v.constructor === Object) return this.#object(v as Record<string, unknown>);
         if (v.constructor === Array) return this.#array(v as unknown[]);
+        // Maps and Sets too, as msgpackr writes them, so typed arrays inside them are safe as well.
+        if (v.constructor === Map) return this.#map(v as Map<unknown, unknown>);
+        if (v.constructor === Set) return this.#array(Array.from(v as Set<unknown>));
         // Every typed array (and a DataView) as `bin` of its own bytes, read back as a Uint8Array.
         // msgpackr copies element by element instead, so a Float64Array([1.5]) became 01 and seven
         // bytes of whatever its buffer held before (docs/protocol.md §3).
@@ -214,6 +217,22 @@ export class MessagePackWriter {
     const n = a.length;
     this.array(n);
     for (let i = 0; i < n; i++) this.value(a[i]);
+    this.#depth--;
+  }
+
+  /** A Map as msgpackr writes it: the shortest map header, keys of their own type. */
+  #map(m: Map<unknown, unknown>): void {
+    this.#enter();
+    const n = m.size;
+    this.#room(5);
+    const b = this.#buf;
+    if (n < 0x10) b[this.pos++] = 0x80 | n;
+    else if (n < 0x10000) (b[this.pos] = 0xde), this.#view.setUint16(this.pos + 1, n), (this.pos += 3);
+    else (b[this.pos] = 0xdf), this.#view.setUint32(this.pos + 1, n), (this.pos += 5);
+    for (const [key, value] of m) {
+      this.value(key);
+      this.value(value);
+    }
     this.#depth--;
   }
 

@@ -85,7 +85,8 @@ test("wire - args of every shape the writer handles by hand (or hands to msgpack
     integerKeys: { b: 1, 2: "two", 1: "one", a: 0 },
     ownHasOwnProperty: { hasOwnProperty: 1, x: 2 },
     bytes: { u: new Uint8Array(300), e: new Uint8Array(0), b: Buffer.from("hi") },
-    set: { s: new Set([1, "a"]) },
+    set: { s: new Set([1, "a", { o: [2] }]), empty: new Set() },
+    map: { m: new Map<unknown, unknown>([["a", 1], [2, { x: [1] }], [null, "n"]]), empty: new Map(), big: new Map(Array.from({ length: 300 }, (_, i) => [`k${i}`, i])) },
     longArray: Array.from({ length: 70_000 }, (_, i) => i % 300),
     deep,
     wide,
@@ -105,10 +106,12 @@ test("wire - typed arrays travel as bin of their own bytes (msgpackr would write
   const sub = new Float32Array(new Float32Array([1, 2, 3, 4]).buffer, 4, 2);
   const raw = (a: ArrayBufferView) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
   for (let round = 0; round < 3; round++) {
-    const args = { f, nested: [{ i16 }], view, sub, big: new Float64Array(40_000) };
+    const args = { f, nested: [{ i16 }], view, sub, big: new Float64Array(40_000), inMap: new Map([["f", f]]), inSet: new Set([i16]) };
     const m = taskMessage({ id: "id1", task: "t", args, queue: "q", sentAt: 1 }, {});
     const body = encodeTask(m, true).body;
-    const back = decode(body) as { args: { f: Uint8Array; nested: [{ i16: Uint8Array }]; view: Uint8Array; sub: Uint8Array; big: Uint8Array } };
+    const back = decode(body) as { args: { f: Uint8Array; nested: [{ i16: Uint8Array }]; view: Uint8Array; sub: Uint8Array; big: Uint8Array; inMap: { f: Uint8Array }; inSet: [Uint8Array] } };
+    assert.deepEqual(Buffer.from(back.args.inMap.f), raw(f), "inside a Map");
+    assert.deepEqual(Buffer.from(back.args.inSet[0]), raw(i16), "inside a Set");
     assert.deepEqual(Buffer.from(back.args.f), raw(f));
     assert.deepEqual(Buffer.from(back.args.nested[0].i16), raw(i16));
     assert.deepEqual(Buffer.from(back.args.view), Buffer.from([8, 7]));
