@@ -23,8 +23,8 @@ const packr = new Packr({
 /**
  * msgpackr's own encoding of `value`. Prefer `encode()`: msgpackr 2.1.3 writes a typed array other
  * than Uint8Array (Float64Array, Int16Array, …) as `bin` of the right length holding one byte per
- * element and then whatever its buffer held before — earlier messages' bytes — which `encode()`
- * avoids for everything outside class instances.
+ * element and then uninitialised memory, which `encode()` avoids (it writes every object itself but
+ * Date, Error, RegExp, ArrayBuffer and Map/Set subclasses).
  */
 export function msgpackrPack(value: unknown): Uint8Array {
   return packr.pack(value);

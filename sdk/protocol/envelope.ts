@@ -16,14 +16,24 @@ const writer = new MessagePackWriter(64 * 1024);
 /**
  * Encodes a value as MessagePack: the bytes msgpackr writes with the options of
  * sdk/protocol/codec.ts (docs/protocol.md §3), except that typed arrays are written as `bin` of
- * their own bytes (msgpackr corrupts all but Uint8Array; inside class instances it still does)
- * and nesting deeper than MAX_NESTING is refused. The result is a view never written again.
+ * their own bytes (msgpackr corrupts all but Uint8Array) and nesting deeper than MAX_NESTING is
+ * refused. The result is a view never written again.
  */
 export function encode(value: unknown): Uint8Array {
-  writer.begin();
-  writer.value(value);
-  return writer.end();
+  // Re-entered from user code run while writing (a getter, a toJSON, a Proxy trap that encodes):
+  // the shared writer is mid-message, so the inner call gets a writer of its own.
+  const w = encoding ? new MessagePackWriter(1024) : writer;
+  const outer = !encoding;
+  encoding = true;
+  try {
+    w.begin();
+    w.value(value);
+    return w.end();
+  } finally {
+    if (outer) encoding = false;
+  }
 }
+let encoding = false;
 
 /** Decodes MessagePack bytes; throws ProtocolError on malformed input. */
 export function decode(bytes: Uint8Array): unknown {

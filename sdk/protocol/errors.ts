@@ -2,6 +2,8 @@
  * Error classes, one per condition, and the wire shape task failures travel in.
  * A failure crosses the wire as data ({@link ErrorShape}) and is rebuilt as {@link RemoteTaskError}.
  */
+// writer.ts imports this module too; MessagePackWriter is only used inside a function here.
+import { MessagePackWriter } from "./writer.ts";
 
 /** What a task failure looks like on the wire (in results, replies, events and dead letters). */
 export interface ErrorShape {
@@ -160,14 +162,34 @@ export function toErrorShape(err: unknown, retryable?: boolean): ErrorShape {
       // Schema messages quote the offending value: a huge bad argument must not make a huge record.
       shape.details = { issues: err.issues.slice(0, MAX_ISSUES).map((i) => ({ path: clip(i.path, 200), message: clip(i.message, 500) })) };
     } else if ("details" in err && (err as { details?: unknown }).details !== undefined) {
-      shape.details = (err as { details?: unknown }).details;
+      shape.details = storableDetails((err as { details?: unknown }).details);
     }
     return shape;
   }
   return { type: typeof err, message: clip(safeString(err), MAX_MESSAGE), retryable: retryable ?? true };
 }
 
+/**
+ * An error's `details` as given when they can be encoded and are small; otherwise a note saying
+ * why they were left out. A FAILURE or RETRY record that cannot be stored would send the task back
+ * to run again and again (a cycle, a symbol, a BigInt beyond 64 bits, nesting past 1,000 levels).
+ */
+function storableDetails(details: unknown): unknown {
+  let size: number;
+  try {
+    const w = (detailsWriter ??= new MessagePackWriter(4096));
+    w.begin();
+    w.value(details);
+    size = w.end().length;
+  } catch (err) {
+    return { omitted: `details cannot be encoded: ${clip(String((err as Error)?.message ?? err), 300)}` };
+  }
+  return size <= MAX_DETAILS ? details : { omitted: `details of ${size} bytes (more than ${MAX_DETAILS})` };
+}
+let detailsWriter: MessagePackWriter | undefined;
+
 /** Caps keeping error records far below any server's max_payload. */
+const MAX_DETAILS = 64 * 1024;
 const MAX_MESSAGE = 4096;
 const MAX_STACK = 8192;
 const MAX_ISSUES = 20;

@@ -6,11 +6,12 @@
  * was the largest single cost of the drain benchmark (~11 µs of worker CPU per task for one record
  * and three events), and the client's send path was a third faster written this way.
  *
- * Plain data (objects, arrays, ASCII strings, numbers, booleans, null, undefined) and typed arrays
- * are written here; any other value (a Date, a class instance, a non-ASCII string, …) goes through msgpackr and
- * is copied in. Maps and Sets are written here too. Two deliberate differences from msgpackr: typed
- * arrays other than Uint8Array are written as `bin` of their bytes (msgpackr corrupts them), and
- * nesting deeper than MAX_NESTING is refused.
+ * Every object (plain, null-prototype, arrays, Maps, Sets, class instances through their toJSON),
+ * ASCII strings, numbers, booleans, null, undefined and typed arrays are written here; Dates,
+ * Errors, RegExps, ArrayBuffers, Map/Set subclasses, BigInts and non-ASCII strings go through
+ * msgpackr and are copied in. Two deliberate differences from msgpackr: typed arrays other than
+ * Uint8Array are written as `bin` of their bytes (msgpackr writes one byte per element and then
+ * uninitialised memory), and nesting deeper than MAX_NESTING (or a cycle) is refused.
  */
 import { msgpackrPack } from "./codec.ts";
 import { ProtocolError } from "./errors.ts";
@@ -144,9 +145,7 @@ export class MessagePackWriter {
   }
 
   /**
-   * Any value, as msgpackr writes it: plain data (objects, arrays, strings, numbers, booleans,
-   * null, undefined as nil), Maps, Sets and typed arrays by hand, anything else (Date, BigInt,
-   * class instances, …) by msgpackr.
+   * Any value, as msgpackr writes it (see the module comment for what goes through msgpackr).
    */
   value(v: unknown): void {
     switch (typeof v) {
@@ -169,14 +168,25 @@ export class MessagePackWriter {
           return;
         }
         if (v.constructor === Object) return this.#object(v as Record<string, unknown>);
-        if (v.constructor === Array) return this.#array(v as unknown[]);
-        // Maps and Sets too, as msgpackr writes them, so typed arrays inside them are safe as well.
+        if (Array.isArray(v)) return this.#array(v);
+        // Every typed array (and a DataView) as `bin` of its own bytes, read back as a Uint8Array.
+        // msgpackr copies element by element instead, so a Float64Array([1.5]) became 01 and then
+        // seven bytes of uninitialised memory (docs/protocol.md §3).
+        if (ArrayBuffer.isView(v)) return this.bin(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
         if (v.constructor === Map) return this.#map(v as Map<unknown, unknown>);
         if (v.constructor === Set) return this.#array(Array.from(v as Set<unknown>));
-        // Every typed array (and a DataView) as `bin` of its own bytes, read back as a Uint8Array.
-        // msgpackr copies element by element instead, so a Float64Array([1.5]) became 01 and seven
-        // bytes of whatever its buffer held before (docs/protocol.md §3).
-        if (ArrayBuffer.isView(v)) return this.bin(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+        // What msgpackr encodes with its own extensions (Date as a timestamp, Error and RegExp as
+        // arrays, ArrayBuffer as bin; subclasses of Map and Set as it does) stays with it. Every
+        // other object (null prototype, an own `constructor` key, a class instance) is written as
+        // msgpackr would, its toJSON() first, so no typed array inside ever reaches msgpackr.
+        if (!(v instanceof Date || v instanceof Error || v instanceof RegExp || v instanceof ArrayBuffer || v instanceof Map || v instanceof Set)) {
+          const toJSON = (v as { toJSON?: unknown }).toJSON;
+          if (typeof toJSON === "function" && v.constructor !== Object) {
+            const json: unknown = toJSON.call(v);
+            if (json !== v) return this.value(json);
+          }
+          return this.#object(v as Record<string, unknown>);
+        }
     }
     this.bytes(msgpackrPack(v));
   }
@@ -237,7 +247,7 @@ export class MessagePackWriter {
   }
 
   #enter(): void {
-    if (++this.#depth > MAX_NESTING) throw new ProtocolError(`a value nested more than ${MAX_NESTING} levels deep cannot be sent: MessagePack readers refuse or overflow on such depth`);
+    if (++this.#depth > MAX_NESTING) throw new ProtocolError(`a value nested more than ${MAX_NESTING} levels deep (or cyclic) cannot be sent: MessagePack readers refuse or overflow on such depth`);
   }
 
   /** An array header for `n` items, as msgpackr writes it (the items follow). */

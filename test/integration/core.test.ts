@@ -200,6 +200,26 @@ describe("core", () => {
     assert.equal(w.stats.failed, 3);
   });
 
+  test("worker - an error whose details cannot be encoded (a cycle) fails once, its details replaced by a note", async () => {
+    const ns = freshNamespace();
+    const anything = signature("core.throws", { args: v.object({}) });
+    let runs = 0;
+    await using w = worker(server, ns).implement(anything, () => {
+      runs++;
+      const details: Record<string, unknown> = { why: "loop" };
+      details.self = details;
+      throw Object.assign(new NonRetryableError("bad input"), { details });
+    });
+    await w.start();
+    await using c = await client(server, ns);
+    const err = await c.call(anything, {}, { timeout: 10_000 }).then(() => undefined, (e: unknown) => e as RemoteTaskError);
+    assert.ok(err instanceof RemoteTaskError, String(err));
+    assert.match(err.message, /NonRetryableError: bad input/);
+    assert.match(String((err.details as { omitted?: string })?.omitted), /details cannot be encoded/);
+    await eventually(async () => (await streamMessages(c, c.names.dlqStream)) === 1, 5000, "one dead letter");
+    assert.equal(runs, 1, "not rerun");
+  });
+
   test("worker - bad messages are recorded, dead-lettered with their reason, and the worker keeps serving", async () => {
     const ns = freshNamespace();
     await using w = worker(server, ns).implement(add, ({ a, b }) => a + b);

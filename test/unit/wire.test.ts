@@ -54,6 +54,8 @@ test("wire - encodeTask writes what encode() writes, for every kind of field", (
   }
 });
 
+class MyArray<T> extends Array<T> {}
+
 test("wire - args of every shape the writer handles by hand (or hands to msgpackr) come out as encode() writes them", () => {
   class Point {
     x = 1;
@@ -84,6 +86,12 @@ test("wire - args of every shape the writer handles by hand (or hands to msgpack
     inheritedKeys: { i: inherited },
     integerKeys: { b: 1, 2: "two", 1: "one", a: 0 },
     ownHasOwnProperty: { hasOwnProperty: 1, x: 2 },
+    ownConstructorKey: JSON.parse('{"constructor": 1, "a": [2]}'),
+    ownConstructorAndToJSON: { o: Object.assign(JSON.parse('{"constructor": 1}'), { toJSON: () => ({ via: "toJSON" }) }) },
+    arraySubclass: { a: MyArray.from([1, "two", { three: 3 }]) },
+    toJSONReturningItself: { s: new (class Self { x = 1; toJSON() { return this; } })() },
+    boxed: { n: new Number(5), s: new String("s") },
+    dateErrorRegExp: { d: new Date(1795425149037), e: new Error("boom"), r: /x/g, ab: new ArrayBuffer(3) },
     bytes: { u: new Uint8Array(300), e: new Uint8Array(0), b: Buffer.from("hi") },
     set: { s: new Set([1, "a", { o: [2] }]), empty: new Set() },
     map: { m: new Map<unknown, unknown>([["a", 1], [2, { x: [1] }], [null, "n"]]), empty: new Map(), big: new Map(Array.from({ length: 300 }, (_, i) => [`k${i}`, i])) },
@@ -106,11 +114,14 @@ test("wire - typed arrays travel as bin of their own bytes (msgpackr would write
   const sub = new Float32Array(new Float32Array([1, 2, 3, 4]).buffer, 4, 2);
   const raw = (a: ArrayBufferView) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
   for (let round = 0; round < 3; round++) {
-    const args = { f, nested: [{ i16 }], view, sub, big: new Float64Array(40_000), inMap: new Map([["f", f]]), inSet: new Set([i16]) };
+    const nullProto = Object.assign(Object.create(null) as Record<string, unknown>, { f });
+    const args = { f, nested: [{ i16 }], view, sub, big: new Float64Array(40_000), inMap: new Map([["f", f]]), inSet: new Set([i16]), inClass: new (class Holder { f = f })(), nullProto };
     const m = taskMessage({ id: "id1", task: "t", args, queue: "q", sentAt: 1 }, {});
     const body = encodeTask(m, true).body;
     const back = decode(body) as { args: { f: Uint8Array; nested: [{ i16: Uint8Array }]; view: Uint8Array; sub: Uint8Array; big: Uint8Array; inMap: { f: Uint8Array }; inSet: [Uint8Array] } };
     assert.deepEqual(Buffer.from(back.args.inMap.f), raw(f), "inside a Map");
+    assert.deepEqual(Buffer.from((back.args as unknown as { inClass: { f: Uint8Array } }).inClass.f), raw(f), "inside a class instance");
+    assert.deepEqual(Buffer.from((back.args as unknown as { nullProto: { f: Uint8Array } }).nullProto.f), raw(f), "inside a null-prototype object");
     assert.deepEqual(Buffer.from(back.args.inSet[0]), raw(i16), "inside a Set");
     assert.deepEqual(Buffer.from(back.args.f), raw(f));
     assert.deepEqual(Buffer.from(back.args.nested[0].i16), raw(i16));
@@ -121,6 +132,21 @@ test("wire - typed arrays travel as bin of their own bytes (msgpackr would write
     assert.deepEqual(Buffer.from(encodeByWriter(args)), Buffer.from(encodeByWriter(args)), "deterministic");
     assert.deepEqual(Buffer.from((decode(encodeByWriter({ f })) as { f: Uint8Array }).f), raw(f));
   }
+});
+
+test("wire - encode() re-entered from user code (a toJSON that encodes) gives both values whole", () => {
+  class Wrapper {
+    constructor(readonly inner: unknown) {}
+    toJSON() {
+      return { nested: encodeByWriter(this.inner), kind: "wrapper" };
+    }
+  }
+  const value = { a: 1, w: new Wrapper({ deep: [1, 2, 3] }), z: "end" };
+  const back = decode(encodeByWriter(value)) as { a: number; w: { nested: Uint8Array; kind: string }; z: string };
+  assert.equal(back.a, 1);
+  assert.equal(back.z, "end");
+  assert.equal(back.w.kind, "wrapper");
+  assert.deepEqual(decode(back.w.nested), { deep: [1, 2, 3] });
 });
 
 test("wire - args nested more than MAX_NESTING levels are refused with a clear error, and the next message is whole", () => {
