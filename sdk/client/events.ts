@@ -16,8 +16,7 @@ const VALUE_FIELDS = ["args", "result", "progress", "error"] as const;
 
 /** `event` as MessagePack, its user values left out (and named in `omitted`) if it is too large. */
 function encodeWithinLimit(event: TaskEvent, limit: number): Uint8Array {
-  // A copy: msgpackr may hand out a view of a buffer it writes again.
-  const bytes = encode(event).slice();
+  const bytes = encode(event);
   if (bytes.length <= limit) return bytes;
   const trimmed: Record<string, unknown> = { ...event };
   const omitted: Record<string, number> = {};
@@ -27,7 +26,7 @@ function encodeWithinLimit(event: TaskEvent, limit: number): Uint8Array {
     delete trimmed[key];
   }
   trimmed.omitted = omitted;
-  return encode(trimmed).slice();
+  return encode(trimmed);
 }
 
 /**

@@ -368,6 +368,7 @@ export class Worker implements AsyncDisposable {
     const { host, pid } = hostIdentity();
     const suffix = Math.random().toString(36).slice(2, 6);
     this.identity = { id: `${host.replace(/[^A-Za-z0-9_-]/g, "_")}-${pid}-${suffix}`, host, pid };
+    // A copy: a view would keep encode()'s whole 64 KB buffer alive for the worker's lifetime.
     this.#identityBytes = encode(this.identity).slice();
     this.#log = options.logger ?? createLogger(options.logLevel ?? "info", { worker: this.identity.id });
   }
@@ -1232,10 +1233,6 @@ export class Worker implements AsyncDisposable {
   }
 
   /**
-   * Before any final (or RETRY) record: no more RECEIVED/STARTED writes for this task, and the
-   * pending one has landed, so it can never arrive on top of the final record.
-   */
-  /**
    * Writes a record that is not final (RECEIVED, STARTED, RETRY) unless the task's record already
    * is final, with compare-and-set on the last sequence read: a write that lands late can then never
    * replace a final record written meanwhile. Without it, a RECEIVED write whose publish was retried
@@ -1249,7 +1246,8 @@ export class Worker implements AsyncDisposable {
     const subject = client.names.resultSubject(taskId);
     let last: { seq: number; state: string } | undefined;
     try {
-      const stored = await (await client.jsm()).streams.getMessage(`KV_${client.names.resultsBucket}`, { last_by_subj: subject });
+      // A direct get (any replica): a stale read can only make the compare-and-set refuse the write.
+      const stored = await (await client.jsm()).direct.getMessage(`KV_${client.names.resultsBucket}`, { last_by_subj: subject });
       if (stored) last = { seq: stored.seq, state: decodeResultRecord(stored.data).state };
     } catch (err) {
       if (!isNotFound(err)) throw err;
@@ -1260,6 +1258,10 @@ export class Worker implements AsyncDisposable {
     await this.#publisher.publish(subject, body, h);
   }
 
+  /**
+   * Before any final (or RETRY) record: no more RECEIVED/STARTED writes for this task, and the
+   * pending one has landed, so it can never arrive on top of the final record.
+   */
   #finalize(flight: InFlight): Promise<unknown> | undefined {
     flight.finalizing = true;
     return flight.stateWrite?.catch(() => {});
