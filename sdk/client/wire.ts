@@ -14,7 +14,22 @@ const UTF8 = new TextEncoder();
 const DECODER = new TextDecoder();
 
 /** Task messages, their events, event batches and headers: one writer, in 16 KB buffers. */
-const w = new MessagePackWriter(16 * 1024);
+const shared = new MessagePackWriter(16 * 1024);
+let sharedBusy = false;
+
+/**
+ * The shared writer, or a fresh one when it is mid-message: user code run while args are written
+ * (a getter, a toJSON, a Proxy trap) may send a task itself. Give it back with {@link release}.
+ */
+function acquire(): MessagePackWriter {
+  if (sharedBusy) return new MessagePackWriter(1024);
+  sharedBusy = true;
+  return shared;
+}
+
+function release(w: MessagePackWriter): void {
+  if (w === shared) sharedBusy = false;
+}
 
 /** A task message's bytes, and its `task-sent` event's when asked for. */
 export interface EncodedTask {
@@ -29,6 +44,15 @@ export interface EncodedTask {
  * Args of more than `maxEventArgsBytes` are left out of the event: `omitted: { args: <bytes> }`.
  */
 export function encodeTask(message: TaskMessage, sentEvent: boolean, maxEventArgsBytes = Infinity): EncodedTask {
+  const w = acquire();
+  try {
+    return writeTask(w, message, sentEvent, maxEventArgsBytes);
+  } finally {
+    release(w);
+  }
+}
+
+function writeTask(w: MessagePackWriter, message: TaskMessage, sentEvent: boolean, maxEventArgsBytes: number): EncodedTask {
   w.begin();
   const m = message as unknown as Record<string, unknown>;
   // Map 16, its size written at the end: one walk over the keys, as msgpackr does.
@@ -93,17 +117,22 @@ export function encodeTask(message: TaskMessage, sentEvent: boolean, maxEventArg
  * exactly as `encode({ v, events })` would write it.
  */
 export function encodeEventBatch(v: number, events: ReadonlyArray<Uint8Array | object>): Uint8Array {
-  w.begin();
-  w.map(2);
-  w.str("v");
-  w.num(v);
-  w.str("events");
-  w.array(events.length);
-  for (const e of events) {
-    if (e instanceof Uint8Array) w.bytes(e);
-    else w.value(e);
+  const w = acquire();
+  try {
+    w.begin();
+    w.map(2);
+    w.str("v");
+    w.num(v);
+    w.str("events");
+    w.array(events.length);
+    for (const e of events) {
+      if (e instanceof Uint8Array) w.bytes(e);
+      else w.value(e);
+    }
+    return w.end();
+  } finally {
+    release(w);
   }
-  return w.end();
 }
 
 /**
@@ -135,20 +164,14 @@ class FixedHeaders implements MsgHdrs {
   encode(): Uint8Array {
     const e = this.#entries;
     if (e === undefined) return this.#impl!.encode();
-    w.begin();
-    w.ascii("NATS/1.0");
-    for (let i = 0; i < e.length; i += 2) {
-      // "\r\n<name>: " once per header name, then copied.
-      let name = HEADER_LINES.get(e[i]!);
-      if (name === undefined) {
-        name = UTF8.encode(`\r\n${e[i]}: `);
-        if (HEADER_LINES.size < 64) HEADER_LINES.set(e[i]!, name);
-      }
-      w.bytes(name);
-      w.ascii(e[i + 1]!);
+    // A task sent from user code while another is being written publishes (and so encodes its
+    // headers) in the middle of that message: acquire() hands out a fresh writer then.
+    const w = acquire();
+    try {
+      return writeHeaders(w, e);
+    } finally {
+      release(w);
     }
-    w.ascii("\r\n\r\n");
-    return w.end();
   }
 
   get hasError(): boolean {
@@ -193,6 +216,24 @@ class FixedHeaders implements MsgHdrs {
 }
 
 const HEADER_LINES = new Map<string, Uint8Array>();
+
+/** Writes NATS headers (`NATS/1.0`, then `name: value` lines) with `w`. */
+function writeHeaders(w: MessagePackWriter, e: string[]): Uint8Array {
+  w.begin();
+  w.ascii("NATS/1.0");
+  for (let i = 0; i < e.length; i += 2) {
+    // "\r\n<name>: " once per header name, then copied.
+    let name = HEADER_LINES.get(e[i]!);
+    if (name === undefined) {
+      name = UTF8.encode(`\r\n${e[i]}: `);
+      if (HEADER_LINES.size < 64) HEADER_LINES.set(e[i]!, name);
+    }
+    w.bytes(name);
+    w.ascii(e[i + 1]!);
+  }
+  w.ascii("\r\n\r\n");
+  return w.end();
+}
 
 /**
  * Headers holding `entries`, name then value, each name once (canonical names). The values are

@@ -149,6 +149,25 @@ test("wire - encode() re-entered from user code (a toJSON that encodes) gives bo
   assert.deepEqual(decode(back.w.nested), { deep: [1, 2, 3] });
 });
 
+test("wire - a task sent from user code while another task's args are written (toJSON) leaves both whole", () => {
+  let inner: { body: Uint8Array; sentEvent: Uint8Array | undefined; headers: Uint8Array } | undefined;
+  const innerMessage = taskMessage({ id: "inner", task: "t.inner", args: { x: [1, 2] }, queue: "q", sentAt: 2 }, {});
+  class SendsWhileEncoded {
+    toJSON() {
+      // What client.send() does synchronously: encode the task, then publish (headers encoded).
+      const t = encodeTask(innerMessage, true);
+      inner = { ...t, headers: (fixedHeaders("Nats-Msg-Id", "inner", "Celerity-Task", "t.inner") as unknown as { encode(): Uint8Array }).encode() };
+      return { sent: "inner" };
+    }
+  }
+  const outer = taskMessage({ id: "outer", task: "t.outer", args: { a: 1, s: new SendsWhileEncoded(), z: "end" }, queue: "q", sentAt: 1 }, {});
+  const expected = Buffer.from(encode({ ...outer, args: { a: 1, s: { sent: "inner" }, z: "end" } }));
+  const t = encodeTask(outer, true);
+  assert.deepEqual(Buffer.from(t.body), expected);
+  assert.deepEqual(Buffer.from(inner!.body), Buffer.from(encode(innerMessage)));
+  assert.equal(new TextDecoder().decode(inner!.headers), "NATS/1.0\r\nNats-Msg-Id: inner\r\nCelerity-Task: t.inner\r\n\r\n");
+});
+
 test("wire - args nested more than MAX_NESTING levels are refused with a clear error, and the next message is whole", () => {
   const deep: unknown[] = [];
   let at = deep;
