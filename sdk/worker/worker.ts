@@ -936,8 +936,11 @@ export class Worker implements AsyncDisposable {
     if (this.#rates?.has(task.task)) await this.#rates.acquire(task.task, flight.signal);
     // Never before its ETA: the scheduler moves a task a few ms early (DUE_SLACK_MS) and a task
     // sent straight to its queue runs here when due within EARLY_ETA_MS; the rest of the wait is
-    // spent here, holding the slot for those few ms (capped, should the clock step back).
-    if (task.eta !== undefined && task.eta > Date.now()) await new Promise((r) => setTimeout(r, Math.min(task.eta! - Date.now(), EARLY_ETA_MS)));
+    // spent here, holding the slot for those few ms (capped, should the clock step back). A timer
+    // may fire up to a millisecond early by Date.now() (libuv's cached loop time): wait again then.
+    for (let i = 0, now = Date.now(); i < 3 && task.eta !== undefined && task.eta > now; i++, now = Date.now()) {
+      await new Promise((r) => setTimeout(r, Math.min(task.eta! - now + 1, EARLY_ETA_MS)));
+    }
     if (flight.settled) {
       // Handed back while it waited here (close, pause, cancel_consumer): another worker runs it.
       this.#finishSlot(flight.queue);
