@@ -328,7 +328,8 @@ export class Worker implements AsyncDisposable {
   readonly #eternals: EternalRunner[] = [];
   readonly #pullers = new Map<string, QueuePuller | PriorityPuller>();
   readonly #inFlight = new Set<InFlight>();
-  readonly #waiting: { queue: string; go: () => void; flight?: InFlight }[] = [];
+  /** Messages received and waiting for a slot, in order; `go` starts one (its queue is `flight.queue`). */
+  readonly #waiting: { flight: InFlight; go: () => void }[] = [];
   readonly #queueRunning = new Map<string, number>();
   /** Per queue: finished tasks whose slot was handed over and whose outcome is still being stored. */
   readonly #committing = new Map<string, number>();
@@ -567,13 +568,12 @@ export class Worker implements AsyncDisposable {
         ...common,
         consumer: n.queueConsumer(queue),
         onIdle: () => {
-          const window = this.#queueConfig.get(queue)?.prefetch;
-          if (window?.idle()) this.#applyPrefetch(queue, window.limit);
+          if (this.#queueConfig.get(queue)?.prefetch.idle()) this.#applyPrefetch(queue);
         },
       });
     this.#pullers.set(queue, puller);
     puller.start();
-    if (cfg.prefetch.limit !== cfg.prefetch.base) this.#applyPrefetch(queue, cfg.prefetch.limit);
+    if (cfg.prefetch.limit !== cfg.prefetch.base) this.#applyPrefetch(queue);
   }
 
   /** This worker as the registry and `stats` show it. */
@@ -642,7 +642,7 @@ export class Worker implements AsyncDisposable {
           // An adaptive window starts over from the new concurrency; a prefetch that was set stays.
           const prefetch = c.prefetch.adaptive ? new PrefetchWindow(concurrency, undefined) : c.prefetch;
           this.#queueConfig.set(q, { ...c, concurrency, prefetch });
-          if (prefetch !== c.prefetch) this.#applyPrefetch(q, prefetch.limit);
+          if (prefetch !== c.prefetch) this.#applyPrefetch(q);
         }
         this.#drainWaiting();
         return { concurrency: this.#concurrency };
@@ -700,16 +700,16 @@ export class Worker implements AsyncDisposable {
 
   /** Hands back messages of `queue` that wait for a slot (so other workers take them now). */
   #returnWaiting(queue: string): void {
-    for (let i = this.#waiting.length - 1; i >= 0; i--) if (this.#waiting[i]!.queue === queue) this.#waiting.splice(i, 1);
+    for (let i = this.#waiting.length - 1; i >= 0; i--) if (this.#waiting[i]!.flight.queue === queue) this.#waiting.splice(i, 1);
     for (const f of [...this.#inFlight]) {
       if (f.queue === queue && f.startedAt === undefined && !f.settled && !f.fromScheduler) this.#finishFlight(f, ACK.nak);
     }
   }
 
   #drainWaiting(): void {
-    for (let i = this.#waiting.findIndex((w) => this.#canRun(w.queue)); i >= 0; i = this.#waiting.findIndex((w) => this.#canRun(w.queue))) {
+    for (let i = this.#waiting.findIndex((w) => this.#canRun(w.flight.queue)); i >= 0; i = this.#waiting.findIndex((w) => this.#canRun(w.flight.queue))) {
       const [next] = this.#waiting.splice(i, 1);
-      this.#take(next!.queue, next!.go);
+      this.#take(next!.flight.queue, next!.go);
     }
   }
 
@@ -867,7 +867,7 @@ export class Worker implements AsyncDisposable {
       return;
     }
     if (task.expires !== undefined && task.expires < now) {
-      void this.#finishRevoked(queue, msg, task, `expired at ${new Date(task.expires).toISOString()} before it started`);
+      void this.#finishRevoked(queue, msg, task, expiredReason(task.expires));
       return;
     }
     if (task.eta !== undefined && task.eta > now + EARLY_ETA_MS) {
@@ -912,7 +912,7 @@ export class Worker implements AsyncDisposable {
         this.#finishFlight(flight, ACK.nak);
       });
     if (this.#canRun(flight.queue)) this.#take(flight.queue, go);
-    else this.#waiting.push({ queue: flight.queue, go, flight });
+    else this.#waiting.push({ flight, go });
   }
 
   #canRun(queue: string): boolean {
@@ -950,7 +950,7 @@ export class Worker implements AsyncDisposable {
     const expiredMeanwhile = task.expires !== undefined && task.expires < Date.now();
     if (revokedMeanwhile || expiredMeanwhile) {
       if (revokedMeanwhile) flight.revoked = revokedMeanwhile;
-      const reason = revokedMeanwhile?.reason ?? `expired at ${new Date(task.expires!).toISOString()} before it started`;
+      const reason = revokedMeanwhile?.reason ?? expiredReason(task.expires!);
       await this.#storeAndAck(flight, this.#record(flight, STATE.revoked, { error: { type: "TaskRevokedError", message: reason, retryable: false } }));
       this.#finishSlot(flight.queue);
       return;
@@ -1042,14 +1042,14 @@ export class Worker implements AsyncDisposable {
     // A rate-limited task is throttled whatever the window: holding more of them only makes them
     // wait here (the bucket's first tokens are free, so its first slots look short).
     const slotMs = this.#rates?.has(flight.task.task) ? HAND_BACK_AFTER_MS : now - slotAt;
-    if (window.observe(slotMs, slotAt - flight.receivedAt, now)) this.#applyPrefetch(flight.queue, window.limit);
+    if (window.observe(slotMs, slotAt - flight.receivedAt, now)) this.#applyPrefetch(flight.queue);
   }
 
-  /** Only plain queues adapt: a queue served with priorities keeps a fixed window. */
-  #applyPrefetch(queue: string, limit: number): void {
+  /** Tells the queue's puller its window now. Only plain queues adapt: priority queues keep theirs. */
+  #applyPrefetch(queue: string): void {
     const puller = this.#pullers.get(queue);
-    const base = this.#queueConfig.get(queue)?.prefetch.base ?? limit;
-    if (puller instanceof QueuePuller) puller.setPrefetch(limit, base);
+    const window = this.#queueConfig.get(queue)?.prefetch;
+    if (window && puller instanceof QueuePuller) puller.setPrefetch(window.limit, window.base);
   }
 
   /**
@@ -1062,17 +1062,17 @@ export class Worker implements AsyncDisposable {
   #handBackStale(now: number): void {
     for (const [queue, cfg] of this.#queueConfig) {
       if (!cfg.prefetch.adaptive) continue;
-      const waiting = this.#waiting.filter((w) => w.queue === queue && w.flight && !w.flight.settled);
+      const waiting = this.#waiting.filter((w) => w.flight.queue === queue && !w.flight.settled);
       const oldest = waiting[0]?.flight;
       if (!oldest || now - oldest.receivedAt < HAND_BACK_AFTER_MS) continue;
-      if (cfg.prefetch.tooLong(now - oldest.receivedAt, now)) this.#applyPrefetch(queue, cfg.prefetch.limit);
+      if (cfg.prefetch.tooLong(now - oldest.receivedAt, now)) this.#applyPrefetch(queue);
       const keep = Math.max(0, cfg.prefetch.limit - (this.#queueRunning.get(queue) ?? 0));
-      const back = waiting.slice(keep).filter((w) => w.flight!.deliveryCount === 1);
+      const back = waiting.slice(keep).filter((w) => w.flight.deliveryCount === 1);
       if (back.length === 0) continue;
       this.#log.info(`queue ${queue}: handing back ${back.length} waiting message(s); its tasks now run longer than prefetching assumed`);
       for (const w of back) {
         this.#waiting.splice(this.#waiting.indexOf(w), 1);
-        this.#finishFlight(w.flight!, ACK.nak);
+        this.#finishFlight(w.flight, ACK.nak);
       }
     }
   }
@@ -1128,10 +1128,10 @@ export class Worker implements AsyncDisposable {
     this.#running--;
     this.#queueRunning.set(queue, (this.#queueRunning.get(queue) ?? 1) - 1);
     // The first waiting task whose queue has room (FIFO within each queue).
-    const i = this.#waiting.findIndex((w) => this.#canRun(w.queue));
+    const i = this.#waiting.findIndex((w) => this.#canRun(w.flight.queue));
     if (i >= 0) {
       const [next] = this.#waiting.splice(i, 1);
-      this.#take(next!.queue, next!.go);
+      this.#take(next!.flight.queue, next!.go);
     } else this.#checkIdle();
   }
 
@@ -1344,16 +1344,16 @@ export class Worker implements AsyncDisposable {
     await this.#storeAndAck(flight, this.#record(flight, STATE.revoked, { error: { type: "TaskRevokedError", message: reason, retryable: false } }));
   }
 
-  /**
-   * Copies the message to the dead-letter stream with the reason, records FAILURE under the task
-   * id when there is one, and only then acks the original.
-   */
   /** A message that is no task message (malformed, or of a newer protocol version), from a queue or the scheduler. */
   #deadLetterUnreadable(queue: string, msg: Msg, err: Error, fromScheduler: boolean): Promise<void> {
     const reason = err instanceof UnsupportedVersionError ? DLQ_REASON.unsupportedVersion : DLQ_REASON.undecodable;
     return this.#deadLetter(queue, msg, undefined, reason, err.message, toErrorShape(err, false), undefined, fromScheduler);
   }
 
+  /**
+   * Copies the message to the dead-letter stream with the reason, records FAILURE under the task
+   * id when there is one, and only then acks the original.
+   */
   async #deadLetter(queue: string, msg: Msg, task: TaskMessage | undefined, reason: DlqReason, detail: string, error: ErrorShape, flight?: InFlight, fromScheduler = false): Promise<void> {
     this.#log.warn(`dead-lettering a message of queue ${queue}: ${reason}: ${detail}`);
     // MsgHdrs.get() answers "" for a missing header: `||`, not `??`.
@@ -1543,6 +1543,11 @@ function oneLine(s: string): string {
 }
 
 export { NonRetryableError };
+
+/** The reason recorded for a task whose `expires` passed before it started. */
+function expiredReason(expires: number): string {
+  return `expired at ${new Date(expires).toISOString()} before it started`;
+}
 
 /** A task due within this many ms runs on the worker that received it (waiting out the rest) instead of being moved to the scheduled stream. */
 const EARLY_ETA_MS = 50;
