@@ -8,28 +8,13 @@
  * `task-sent` event copies the task's id, name, queue and args bytes instead of encoding them again.
  */
 import { MsgHdrsImpl, type Match, type MsgHdrs } from "@nats-io/nats-core";
-import { EVENT, MessagePackWriter, type TaskMessage } from "../protocol/mod.ts";
+import { EVENT, SharedWriter, type MessagePackWriter, type TaskMessage } from "../protocol/mod.ts";
 
 const UTF8 = new TextEncoder();
 const DECODER = new TextDecoder();
 
 /** Task messages, their events, event batches and headers: one writer, in 16 KB buffers. */
-const shared = new MessagePackWriter(16 * 1024);
-let sharedBusy = false;
-
-/**
- * The shared writer, or a fresh one when it is mid-message: user code run while args are written
- * (a getter, a toJSON, a Proxy trap) may send a task itself. Give it back with {@link release}.
- */
-function acquire(): MessagePackWriter {
-  if (sharedBusy) return new MessagePackWriter(1024);
-  sharedBusy = true;
-  return shared;
-}
-
-function release(w: MessagePackWriter): void {
-  if (w === shared) sharedBusy = false;
-}
+const writers = new SharedWriter(16 * 1024);
 
 /** A task message's bytes, and its `task-sent` event's when asked for. */
 export interface EncodedTask {
@@ -44,11 +29,11 @@ export interface EncodedTask {
  * Args of more than `maxEventArgsBytes` are left out of the event: `omitted: { args: <bytes> }`.
  */
 export function encodeTask(message: TaskMessage, sentEvent: boolean, maxEventArgsBytes = Infinity): EncodedTask {
-  const w = acquire();
+  const w = writers.acquire();
   try {
     return writeTask(w, message, sentEvent, maxEventArgsBytes);
   } finally {
-    release(w);
+    writers.release(w);
   }
 }
 
@@ -117,7 +102,7 @@ function writeTask(w: MessagePackWriter, message: TaskMessage, sentEvent: boolea
  * exactly as `encode({ v, events })` would write it.
  */
 export function encodeEventBatch(v: number, events: ReadonlyArray<Uint8Array | object>): Uint8Array {
-  const w = acquire();
+  const w = writers.acquire();
   try {
     w.begin();
     w.map(2);
@@ -131,7 +116,7 @@ export function encodeEventBatch(v: number, events: ReadonlyArray<Uint8Array | o
     }
     return w.end();
   } finally {
-    release(w);
+    writers.release(w);
   }
 }
 
@@ -166,11 +151,11 @@ class FixedHeaders implements MsgHdrs {
     if (e === undefined) return this.#impl!.encode();
     // A task sent from user code while another is being written publishes (and so encodes its
     // headers) in the middle of that message: acquire() hands out a fresh writer then.
-    const w = acquire();
+    const w = writers.acquire();
     try {
       return writeHeaders(w, e);
     } finally {
-      release(w);
+      writers.release(w);
     }
   }
 

@@ -5,13 +5,13 @@
 import { msgpackrUnpack } from "./codec.ts";
 import type { ErrorShape } from "./errors.ts";
 import { ProtocolError, UnsupportedVersionError } from "./errors.ts";
-import { MessagePackWriter } from "./writer.ts";
+import { SharedWriter } from "./writer.ts";
 
 /** Version of the envelopes below. A reader refuses a message whose `v` is newer than it knows. */
 export const PROTOCOL_VERSION = 1;
 
 /** encode()'s writer: plain data by hand, anything else through msgpackr (sdk/protocol/codec.ts). */
-const writer = new MessagePackWriter(64 * 1024);
+const writers = new SharedWriter(64 * 1024);
 
 /**
  * Encodes a value as MessagePack: the bytes msgpackr writes with the options of
@@ -20,20 +20,15 @@ const writer = new MessagePackWriter(64 * 1024);
  * refused. The result is a view never written again.
  */
 export function encode(value: unknown): Uint8Array {
-  // Re-entered from user code run while writing (a getter, a toJSON, a Proxy trap that encodes):
-  // the shared writer is mid-message, so the inner call gets a writer of its own.
-  const w = encoding ? new MessagePackWriter(1024) : writer;
-  const outer = !encoding;
-  encoding = true;
+  const w = writers.acquire();
   try {
     w.begin();
     w.value(value);
     return w.end();
   } finally {
-    if (outer) encoding = false;
+    writers.release(w);
   }
 }
-let encoding = false;
 
 /** Decodes MessagePack bytes; throws ProtocolError on malformed input. */
 export function decode(bytes: Uint8Array): unknown {

@@ -295,3 +295,29 @@ export class MessagePackWriter {
     this.pos = p;
   }
 }
+
+/**
+ * One writer shared by a module's encoders, and a fresh one for a call made while it is
+ * mid-message: user code run during a write (a getter, a toJSON, a Proxy trap) may encode, or send
+ * a task, itself. A nested begin() on the same writer would move the outer message's start and
+ * silently drop part of it.
+ */
+export class SharedWriter {
+  readonly #writer: MessagePackWriter;
+  #busy = false;
+
+  constructor(size: number) {
+    this.#writer = new MessagePackWriter(size);
+  }
+
+  /** The shared writer, or a fresh one while it is in use; give it back with {@link release}. */
+  acquire(): MessagePackWriter {
+    if (this.#busy) return new MessagePackWriter(1024);
+    this.#busy = true;
+    return this.#writer;
+  }
+
+  release(w: MessagePackWriter): void {
+    if (w === this.#writer) this.#busy = false;
+  }
+}
