@@ -98,10 +98,10 @@ function writeTask(w: MessagePackWriter, message: TaskMessage, sentEvent: boolea
 }
 
 /**
- * An event batch `{ v, events }` whose events are already encoded (or are objects, encoded here),
+ * An event batch `{ v, events }` of events already encoded (EventBuffer encodes each on push),
  * exactly as `encode({ v, events })` would write it.
  */
-export function encodeEventBatch(v: number, events: ReadonlyArray<Uint8Array | object>): Uint8Array {
+export function encodeEventBatch(v: number, events: ReadonlyArray<Uint8Array>): Uint8Array {
   const w = writers.acquire();
   try {
     w.begin();
@@ -110,10 +110,7 @@ export function encodeEventBatch(v: number, events: ReadonlyArray<Uint8Array | o
     w.num(v);
     w.str("events");
     w.array(events.length);
-    for (const e of events) {
-      if (e instanceof Uint8Array) w.bytes(e);
-      else w.value(e);
-    }
+    for (const e of events) w.bytes(e);
     return w.end();
   } finally {
     writers.release(w);

@@ -210,10 +210,11 @@ test("wire - the task-sent event and its batch are what encode() writes for the 
     objects.push(object);
   }
   assert.deepEqual(Buffer.from(encodeEventBatch(PROTOCOL_VERSION, events)), Buffer.from(encode({ v: PROTOCOL_VERSION, events: objects })));
-  // Mixed (objects encoded on the spot) and large batches too: [encoded or object, its object].
+  // Mixed (events encoded by msgpackr, as EventBuffer.push does for objects) and large batches too:
+  // [encoded event, its object].
   const pairs = events.map((e, i) => [e, objects[i]!] as const);
-  const mixed = [...pairs, ...pairs.map(([, o]) => [o, o] as const)];
-  const many = Array.from({ length: 600 }, (_, i) => (i % 2 ? pairs[i % pairs.length]! : ([objects[i % objects.length]!, objects[i % objects.length]!] as const)));
+  const mixed = [...pairs, ...pairs.map(([, o]) => [encode(o), o] as const)];
+  const many = Array.from({ length: 600 }, (_, i) => (i % 2 ? pairs[i % pairs.length]! : ([encode(objects[i % objects.length]!), objects[i % objects.length]!] as const)));
   for (const list of [mixed, many, []]) {
     const given = list.map(([e]) => e);
     const plain = list.map(([, o]) => o);
