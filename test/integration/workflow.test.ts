@@ -62,6 +62,8 @@ function wfWorker(ns: string, extra: Parameters<typeof worker>[2] = {}): Worker 
 }
 
 const linear = defineWorkflow({ name: "t.linear", stages: { a: { task: inc, next: ["b"] }, b: { task: double } } });
+/** A slow first stage (so a run is still moving while a test acts on it), then inc. */
+const slowThenInc = (name: string) => defineWorkflow({ name, stages: { first: { task: slow, next: ["second"] }, second: { task: inc } } });
 
 test("workflow - linear: each object goes through every stage; status counts them", async () => {
   const ns = freshNamespace("wf");
@@ -174,7 +176,7 @@ test("workflow - a downstream failure leaves upstream succeeded; retry(job) fixe
 
 test("workflow - forget removes a finished run's records; a moving run only with force; forgetFinished by age", async () => {
   const ns = freshNamespace("wf");
-  const wf = defineWorkflow({ name: "t.forget", stages: { first: { task: slow, next: ["second"] }, second: { task: inc } } });
+  const wf = slowThenInc("t.forget");
   const w = wfWorker(ns, { concurrency: 2 });
   await w.start();
   await using c = await client(server, ns);
@@ -220,7 +222,7 @@ test("workflow - forget removes a finished run's records; a moving run only with
 
 test("workflow - pause keeps new stage tasks back; resume sends them", async () => {
   const ns = freshNamespace("wf");
-  const wf = defineWorkflow({ name: "t.pause", stages: { first: { task: slow, next: ["second"] }, second: { task: inc } } });
+  const wf = slowThenInc("t.pause");
   const w = wfWorker(ns);
   await w.start();
   await using c = await client(server, ns);
@@ -245,7 +247,7 @@ test("workflow - pause keeps new stage tasks back; resume sends them", async () 
 
 test("workflow - cancel revokes what was sent and sends nothing more", async () => {
   const ns = freshNamespace("wf");
-  const wf = defineWorkflow({ name: "t.cancel", stages: { first: { task: slow, next: ["second"] }, second: { task: inc } } });
+  const wf = slowThenInc("t.cancel");
   // One at a time, so most first-stage tasks are still queued when the run is cancelled.
   const w = wfWorker(ns, { concurrency: 1 });
   await w.start();
