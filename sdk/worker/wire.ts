@@ -6,7 +6,7 @@
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { EventBuffer, type AckedPublisher } from "../client/mod.ts";
-import { encode, EVENT, MessagePackWriter, type ResultRecord, type TaskEvent } from "../protocol/mod.ts";
+import { EVENT, MessagePackWriter, type ResultRecord, type TaskEvent } from "../protocol/mod.ts";
 
 /** Record bodies: one writer for the worker, in 64 KB buffers. */
 const records = new MessagePackWriter(64 * 1024);
