@@ -166,7 +166,7 @@ export function ensureChordBucket(client: CanvasClient): Promise<void> {
   return p;
 }
 
-/** Sends canvases as tasks and collects their `task-sent` events into one batch. */
+/** Sends canvases as tasks; their `task-sent` events go into the client's event batches (pushEvent). */
 export class Launcher {
   constructor(
     readonly client: CanvasClient,
