@@ -9,6 +9,7 @@
  */
 import { createInbox, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/nats-core";
 import { ConnectionClosedError, PublishError } from "../protocol/mod.ts";
+import { publishFrame } from "../transport/mod.ts";
 import { parsePubAck } from "./wire.ts";
 
 /** The server's acknowledgement of a stored message. */
@@ -101,7 +102,7 @@ export class AckedPublisher {
     entry.sentAt = Date.now();
     this.#pending.set(key, entry);
     try {
-      this.#nc.publish(entry.subject, entry.data, { reply: `${this.#prefix}.${key}`, headers: entry.headers });
+      publishFrame(this.#nc, entry.subject, entry.data, `${this.#prefix}.${key}`, entry.headers);
     } catch (err) {
       // Publishing while reconnecting is buffered by nats.js; a throw here means closed or invalid.
       this.#pending.delete(key);

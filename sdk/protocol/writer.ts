@@ -278,6 +278,16 @@ export class MessagePackWriter {
     this.pos += n;
   }
 
+  /** A non-negative integer in decimal ASCII digits (the byte counts of a NATS protocol line). */
+  decimal(n: number): void {
+    if (n < 10) {
+      this.#room(1);
+      this.#buf[this.pos++] = 0x30 + n;
+      return;
+    }
+    this.ascii(String(n));
+  }
+
   /** Text as is, one byte per character (NATS header lines are ASCII); a non-ASCII rest as UTF-8. */
   ascii(s: string): void {
     const n = s.length;

@@ -8,4 +8,5 @@
  */
 export { environment, hostIdentity, onTerminationSignals, processMemory, readTextFile } from "./system.ts";
 export { connectionOptions, openConnection } from "./nats.ts";
+export { framesSupported, publishFrame } from "./frames.ts";
 export { dialTcp, type ByteSocket, type SocketListener, type TlsFiles } from "./socket.ts";

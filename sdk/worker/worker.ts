@@ -46,7 +46,7 @@ import {
 } from "../protocol/mod.ts";
 import { validate, type AnySignature, type ArgsOutput, type ResultInput } from "../signatures/mod.ts";
 import { afterTask } from "../canvas/mod.ts";
-import { hostIdentity, onTerminationSignals, processMemory } from "../transport/mod.ts";
+import { hostIdentity, onTerminationSignals, processMemory, publishFrame } from "../transport/mod.ts";
 import { ControlServer } from "./control.ts";
 import { RateLimiter } from "./rate_limit.ts";
 import { createPool, retryRequest, SoftTimeLimitExceeded, TimeLimitExceeded, type Pool, type PoolKind } from "./pool/mod.ts";
@@ -1274,7 +1274,7 @@ export class Worker implements AsyncDisposable {
   #reply(subject: string | undefined, body: Uint8Array): void {
     if (!subject) return;
     try {
-      this.#client!.nc.publish(subject, body);
+      publishFrame(this.#client!.nc, subject, body);
     } catch (err) {
       this.#log.warn(`could not reply to ${JSON.stringify(subject)}: ${(err as Error).message} (the result is stored)`);
     }
@@ -1302,7 +1302,12 @@ export class Worker implements AsyncDisposable {
   }
 
   #ack(msg: Msg, ack: string): void {
-    if (msg.reply && !this.#client!.nc.isClosed()) this.#client!.nc.publish(msg.reply, ack === ACK.ack ? ACK_BODY : ack);
+    if (!msg.reply) return;
+    const nc = this.#client!.nc;
+    if (nc.isClosed()) return;
+    // The ack of every task as one frame; the rarer naks and terms (strings) through nats.js.
+    if (ack === ACK.ack) publishFrame(nc, msg.reply, ACK_BODY);
+    else nc.publish(msg.reply, ack);
   }
 
   async #retry(flight: InFlight, reg: Registration, error: ErrorShape, explicitDelay?: number): Promise<void> {

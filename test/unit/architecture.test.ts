@@ -18,7 +18,7 @@ const ALLOWED: Record<string, string[]> = {
   protocol: [],
   signatures: ["protocol"],
   settings: [],
-  transport: ["settings"],
+  transport: ["protocol", "settings"],
   canvas: ["protocol", "signatures"],
   beat: ["protocol", "signatures", "client"],
   client: ["protocol", "signatures", "settings", "transport", "canvas"],
