@@ -2,7 +2,11 @@
  * Celerity's benchmark, on the workloads and boundaries of ../shared/peers (BullMQ, Celery).
  *
  *   npm run bench                       # = all: own nats-server, every workload, table + targets
- *   node --import tsx scripts/bench.ts <sub> --servers nats://127.0.0.1:PORT [flags]
+ *   node .bench/build/bench.mjs <sub> --servers nats://127.0.0.1:PORT [flags]
+ *
+ * `.bench/build/bench.mjs` is this file bundled (`… bench.ts build` writes it; `all` runs every
+ * step with it): measured processes never run under the tsx loader, which slows down even the
+ * JavaScript it did not compile. `node --import tsx scripts/bench.ts <sub>` works too, slower.
  *
  * Subcommands (each prints JSON lines in the peers' record format on stdout, logs on stderr):
  *   enqueue   --mode seq|p100|p1000 [--n 20000] [--events 0]         a. enqueue
@@ -32,7 +36,10 @@ const { sub = "all", args } = parseArgs(process.argv.slice(2));
 delete process.env.CELERITY_SETTINGS;
 
 const commands: Record<string, (a: typeof args) => Promise<void>> = {
-  enqueue: cmdEnqueue,
+  enqueue: async (a) => {
+    await ensureBuilt();
+    await cmdEnqueue(a);
+  },
   drain: async (a) => {
     await ensureBuilt();
     await cmdDrain(a);
@@ -55,7 +62,10 @@ const commands: Record<string, (a: typeof args) => Promise<void>> = {
   },
   raw: cmdRaw,
   build: () => ensureBuilt(true),
-  wait: cmdWait,
+  wait: async (a) => {
+    await ensureBuilt();
+    await cmdWait(a);
+  },
   report: cmdReport,
   all: cmdAll,
 };

@@ -9,7 +9,7 @@ import { cpus, hostname, loadavg, totalmem } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { NatsServer } from "../../sdk/testing/mod.ts";
-import { ensureBuilt, log, median, PEERS_DIR, readRecords, ROOT, type Args, type BenchRecord } from "./common.ts";
+import { BENCH_JS, ensureBuilt, log, median, PEERS_DIR, readRecords, ROOT, type Args, type BenchRecord } from "./common.ts";
 import { targetsTable } from "./targets.ts";
 import { COLDSTART_DEFAULT } from "./workloads.ts";
 
@@ -43,7 +43,7 @@ export async function cmdAll(args: Args): Promise<void> {
   const server = await NatsServer.start();
   log(`nats-server ${server.version} at ${server.url} (private, temporary file store); results -> ${results}`);
   const step = async (sub: string, ...flags: string[]) => {
-    const argv = ["--import", "tsx", join(ROOT, "scripts", "bench.ts"), sub, "--servers", server.url, "--server-pid", String(server.pid), ...flags];
+    const argv = [BENCH_JS, sub, "--servers", server.url, "--server-pid", String(server.pid), ...flags];
     const ok = await new Promise<boolean>((resolve) => {
       const child = spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "inherit"], cwd: ROOT });
       child.stdout.setEncoding("utf8");

@@ -1,18 +1,18 @@
 /**
  * Shared pieces of the benchmark: argument parsing, JSON-line records in the peers' format
  * (../shared/peers/README.md), the namespace reset, worker processes and the esbuild step that
- * turns the worker and the one-shot script into plain JavaScript (so tsx is never inside a
- * measured process).
+ * turns the worker, the one-shot script and this benchmark itself into plain JavaScript (so tsx
+ * is never inside a measured process).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, unlinkSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import process from "node:process";
-import { fileURLToPath } from "node:url";
-import { connect, type Client } from "../../sdk/client/mod.ts";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import type { Client } from "../../sdk/client/mod.ts";
 
-/** The repository root (scripts/bench/ is two levels down). */
+/** The repository root: scripts/bench/ is two levels down, and so is .bench/build/, where this runs bundled. */
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 /** Generated JavaScript (worker, one-shot bundles) lives here; .bench/ is git-ignored. */
 export const BUILD_DIR = join(ROOT, ".bench", "build");
@@ -124,8 +124,13 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-/** A client with the benchmark's settings (defaults otherwise, as an application would run). */
-export function benchClient(servers: string, extra: { events?: boolean; name?: string } = {}): Promise<Client> {
+/**
+ * A client with the benchmark's settings (defaults otherwise, as an application would run), from
+ * dist/client.js: what `import "celerity"` loads, not the TypeScript sources, so the measured code
+ * is the shipped code, as the peers measure BullMQ's published build.
+ */
+export async function benchClient(servers: string, extra: { events?: boolean; name?: string } = {}): Promise<Client> {
+  const { connect } = (await import(pathToFileURL(join(ROOT, "dist", "client.js")).href)) as typeof import("../../sdk/client/mod.ts");
   return connect({ servers, namespace: NAMESPACE, name: extra.name ?? "bench", ...(extra.events === undefined ? {} : { events: extra.events }) });
 }
 
@@ -168,6 +173,12 @@ export async function streamCount(client: Client, stream: string): Promise<numbe
 
 /** The worker process: scripts/bench/worker.ts bundled (packages external) to plain ESM. */
 export const WORKER_JS = join(BUILD_DIR, "worker.mjs");
+/**
+ * scripts/bench.ts itself as plain JavaScript: `npm run bench` runs every measuring step with it,
+ * because the tsx loader slows down even code it did not compile (the same 20,000 sends from
+ * dist/client.js: ~32 µs of client CPU each under `--import tsx`, ~23 without; docs/benchmarks.md).
+ */
+export const BENCH_JS = join(BUILD_DIR, "bench.mjs");
 /** The one-shot script importing dist/client.js: committed as plain JS, run as is. */
 export const ONESHOT_DIST = join(ROOT, "scripts", "bench", "oneshot.mjs");
 /** A raw nats.js worker (no Celerity), for the reference figures. */
@@ -236,6 +247,9 @@ export async function ensureBuilt(force = false): Promise<void> {
   const common = { bundle: true, format: "esm", platform: "node", target: "node20", logLevel: "warning" } as const;
   if (force || !existsSync(WORKER_JS)) {
     await build({ ...common, entryPoints: [join(ROOT, "scripts", "bench", "worker.ts")], outfile: WORKER_JS, packages: "external" });
+  }
+  if (force || !existsSync(BENCH_JS)) {
+    await build({ ...common, entryPoints: [join(ROOT, "scripts", "bench.ts")], outfile: BENCH_JS, packages: "external", banner: { js: ESM_REQUIRE_BANNER } });
   }
   if (force || !existsSync(b.inProject) || !existsSync(b.shipped) || !existsSync(b.noYaml) || !existsSync(b.raw)) {
     // Everything inlined except msgpackr's optional native addon, which stays a runtime require
