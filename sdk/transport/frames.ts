@@ -1,13 +1,13 @@
 /**
  * Publishing a message as ONE protocol frame: the `PUB`/`HPUB` line, the headers, the payload and
  * the closing CRLF written into a shared buffer and handed to nats.js's protocol handler as one
- * chunk.
+ * chunk (a payload over 4 KB follows the line and headers as a chunk of its own).
  *
  * `nc.publish()` builds the line as a string, encodes it with a TextEncoder (a new ArrayBuffer per
  * message), checks both subjects with a regular expression and queues four chunks that are
  * concatenated again at the next flush. On the send path that was about a tenth of the client's
  * CPU per task and a sixth of its garbage (`.bench` profiles, docs/benchmarks.md). The frame is
- * what nats.js itself would write, byte for byte (test/unit/frames.test.ts compares them).
+ * what nats.js itself would write, byte for byte (test/integration/frames.test.ts compares them).
  *
  * This reaches one step into nats.js (`nc.protocol.sendCommand`, the method its own publish ends
  * in). Whenever that is not there, or the case is not the plain one (closed or draining connection,
@@ -19,7 +19,7 @@ import { SharedWriter } from "../protocol/mod.ts";
 
 /** The part of nats.js's ProtocolHandler (nats-core 3.x) a frame needs. */
 interface ProtocolHandlerLike {
-  sendCommand(cmd: Uint8Array): void;
+  sendCommand(cmd: Uint8Array, ...payloads: Uint8Array[]): void;
   info?: { headers?: boolean; max_payload?: number };
   noMorePublishing?: boolean;
   outBytes: number;
@@ -33,6 +33,9 @@ const frames = new SharedWriter(64 * 1024);
 /** What nats.js refuses in a subject (its whitespaceRegex). */
 const WHITESPACE = /[ \n\r\t]/;
 const CRLF = "\r\n";
+const CRLF_BYTES = new Uint8Array([13, 10]);
+/** Payloads up to this size are copied into the frame; larger ones are queued beside it. */
+const INLINE_PAYLOAD = 4096;
 
 function protocolOf(nc: NatsConnection): ProtocolHandlerLike | undefined {
   const p = (nc as unknown as { protocol?: ProtocolHandlerLike }).protocol;
@@ -83,8 +86,10 @@ export function publishFrame(nc: NatsConnection, subject: string, data: Uint8Arr
     w.decimal(size);
     w.ascii(CRLF);
     if (h !== undefined) w.bytes(h);
-    w.bytes(data);
-    w.ascii(CRLF);
+    if (data.length <= INLINE_PAYLOAD) {
+      w.bytes(data);
+      w.ascii(CRLF);
+    }
     frame = w.end();
   } finally {
     frames.release(w);
@@ -92,5 +97,8 @@ export function publishFrame(nc: NatsConnection, subject: string, data: Uint8Arr
   // nc.stats() counts these, as nc.publish() would.
   p.outBytes += size;
   p.outMsgs++;
-  p.sendCommand(frame);
+  if (data.length <= INLINE_PAYLOAD) p.sendCommand(frame);
+  // A large payload (an event batch, a big result) follows as chunks of its own: copied once, when
+  // nats.js joins what is queued, instead of also into the shared buffer (and a new one each time).
+  else p.sendCommand(frame, data, CRLF_BYTES);
 }

@@ -70,6 +70,9 @@ describe("frames", () => {
         { subject: "frames.both", data: new Uint8Array(300).fill(5), reply: "_INBOX.frames.2", headers: () => h },
         { subject: "frames.fixed", data: new Uint8Array([4]), reply: "_INBOX.frames.3", headers: () => fixedHeaders("Nats-Msg-Id", "id-2", "Celerity-Task", "t.x") as ReturnType<typeof natsHeaders> },
         { subject: "frames.ünïcode.subject", data: new Uint8Array([6]) },
+        // Over 4 KB the payload is queued as a chunk of its own, after the line and headers.
+        { subject: "frames.large", data: new Uint8Array(10_000).fill(3), reply: "_INBOX.frames.4", headers: () => h },
+        { subject: "frames.large.plain", data: new Uint8Array(4097).fill(2) },
       ];
       for (const c of cases) {
         await listener.flush();

@@ -114,11 +114,13 @@ describe("priorities", () => {
       assert.ok(seen.slice(0, 3).includes("urgent-first"), `first three: ${seen.slice(0, 3).join(", ")}`);
       // Now busy in the middle of the backlog: another urgent task must overtake the 9,900 left.
       await eventually(() => seen.length >= 100, 10_000, "100 deliveries");
-      const before = seen.length;
       await publishTask(c, 9, "urgent-busy");
+      // Counted from the moment the task is stored: deliveries during the publish's round trip
+      // (2 ms each; several when two test files share the 2 cores) are not the puller's doing.
+      const before = seen.length;
       await eventually(() => seen.includes("urgent-busy"), 5000, "the urgent task");
       const after = seen.indexOf("urgent-busy");
-      assert.ok(after - before < 3, `delivered ${after - before + 1} tasks after the publish began (at most 3)`);
+      assert.ok(after - before < 3, `delivered ${after - before + 1} tasks after the task was stored (at most 3)`);
       assert.equal(p.held <= 1, true);
     } finally {
       p.close();
