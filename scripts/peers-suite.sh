@@ -13,9 +13,16 @@
 
 CELERITY_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-# Runs scripts/bench.ts from the project (tsx and the SDK's dependencies resolve from there).
+# Runs scripts/bench.ts from the project (tsx and the SDK's dependencies resolve from there): for
+# waiting and building only.
 celerity_bench() {
   (cd "$CELERITY_ROOT" && node --import tsx scripts/bench.ts "$@")
+}
+
+# Runs a measuring step with the bundled bench (.bench/build/bench.mjs, written by `build`): the
+# tsx loader slows down even code it did not compile, so no measured process runs under it.
+celerity_measure() {
+  (cd "$CELERITY_ROOT" && node .bench/build/bench.mjs "$@")
 }
 
 suite_celerity() {
@@ -44,19 +51,19 @@ suite_celerity() {
   fi
   for r in $(seq 1 "$REPS"); do
     log "celerity rep $r/$REPS: drain c=1 (after the send() loop), drain c=50 (after 1000 in flight), send() 100 in flight, latency"
-    step celerity_bench drain --servers "$url" --server-pid "$pgid" --concurrency 1 --n "$N" --rep "$r" || true
-    step celerity_bench drain --servers "$url" --server-pid "$pgid" --concurrency 50 --n "$N" --rep "$r" || true
-    step celerity_bench enqueue --servers "$url" --server-pid "$pgid" --mode p100 --n "$N" --rep "$r" || true
-    step celerity_bench latency --servers "$url" --n "$LAT_N" --warmup "$LAT_WARMUP" --rep "$r" || true
+    step celerity_measure drain --servers "$url" --server-pid "$pgid" --concurrency 1 --n "$N" --rep "$r" || true
+    step celerity_measure drain --servers "$url" --server-pid "$pgid" --concurrency 50 --n "$N" --rep "$r" || true
+    step celerity_measure enqueue --servers "$url" --server-pid "$pgid" --mode p100 --n "$N" --rep "$r" || true
+    step celerity_measure latency --servers "$url" --n "$LAT_N" --warmup "$LAT_WARMUP" --rep "$r" || true
   done
   # One-shot processes, timed by the peers' own lib/proc.js; the subcommand checks afterwards that
   # the tasks stream holds exactly COLD_RUNS+1 tasks per variant (a failed check fails the step).
   log "celerity cold start x$COLD_RUNS per variant"
-  step celerity_bench coldstart --servers "$url" --runs "$COLD_RUNS" --warmup 1 --proc "$HERE/lib/proc.js" || true
+  step celerity_measure coldstart --servers "$url" --runs "$COLD_RUNS" --warmup 1 --proc "$HERE/lib/proc.js" || true
   log "celerity idle memory"
   for r in $(seq 1 "$IDLE_REPS"); do
     for c in 1 50; do
-      step celerity_bench idlemem --servers "$url" --concurrency "$c" --settle "$IDLE_SETTLE" --rep "$r" --proc "$HERE/lib/proc.js" || true
+      step celerity_measure idlemem --servers "$url" --concurrency "$c" --settle "$IDLE_SETTLE" --rep "$r" --proc "$HERE/lib/proc.js" || true
     done
   done
   stop_setup_groups "$pgid"
