@@ -271,13 +271,22 @@ export class Client implements AsyncDisposable {
   /** Sends a task by name, without a schema (Celery's `send_task`). */
   send(name: string, args?: unknown, options?: SendOptions): Promise<TaskHandle<unknown>>;
   send(target: AnySignature | string, args?: unknown, options?: SendOptions): Promise<TaskHandle<unknown>> {
+    return this.#send(target, args, options, false);
+  }
+
+  /**
+   * send(), and with `reply` the task carries this client's reply subject (call() waits there).
+   * A sent task does not: its handle follows the stored result, so a process that sends many tasks
+   * and never waits is not sent every result (workers publish one message less per task).
+   */
+  #send(target: AnySignature | string, args: unknown, options: SendOptions | undefined, reply: boolean): Promise<TaskHandle<unknown>> {
     try {
       const sig = isSignature(target) ? target : undefined;
       const name = sig ? sig.name : (target as string);
       if (!sig) assertTaskName(name);
       const checked = validate(sig?.args, args);
-      if (checked instanceof Promise) return checked.then((c) => this.#publishTask(sig, name, args, c, options));
-      return this.#publishTask(sig, name, args, checked, options);
+      if (checked instanceof Promise) return checked.then((c) => this.#publishTask(sig, name, args, c, options, reply));
+      return this.#publishTask(sig, name, args, checked, options, reply);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -290,6 +299,7 @@ export class Client implements AsyncDisposable {
     args: unknown,
     checked: Validation<unknown>,
     options: SendOptions | undefined,
+    reply: boolean,
   ): Promise<TaskHandle<unknown>> {
     if (!checked.ok) throw new InvalidArgumentsError(name, checked.issues);
     if (this.#closed) throw new ConnectionClosedError("cannot send: the client is closed");
@@ -306,7 +316,7 @@ export class Client implements AsyncDisposable {
     const route = this.router.route(name, sig, taskOptions.queue, args);
     const queue = route.queue;
     const etaMs = eta instanceof Date ? eta.getTime() : eta ?? (countdown !== undefined ? now + countdown * 1000 : undefined);
-    const message = taskMessage({ id, task: name, args, queue, sentAt: now, replyTo: `${this.#replyPrefix}.${id}`, eta: etaMs, meta, callbacks }, o);
+    const message = taskMessage({ id, task: name, args, queue, sentAt: now, replyTo: reply ? `${this.#replyPrefix}.${id}` : undefined, eta: etaMs, meta, callbacks }, o);
     // Encoded once: the task-sent event copies its id, task, queue and args bytes.
     const { body, sentEvent } = encodeTask(message, this.#events !== undefined, this.#events?.valueLimit);
     const max = (this.nc.info?.max_payload ?? 1024 * 1024) - 512; // room for headers and subject
@@ -371,7 +381,7 @@ export class Client implements AsyncDisposable {
     waiting.catch(() => {});
     let handle: TaskHandle<unknown>;
     try {
-      handle = await this.send(target as string, args, { ...sendOptions, id });
+      handle = await this.#send(target, args, { ...sendOptions, id }, true);
     } catch (err) {
       this.#dropWaiters(id, err as Error);
       throw err;

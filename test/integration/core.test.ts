@@ -55,6 +55,31 @@ describe("core", () => {
     assert.equal(sum, 42);
   });
 
+  test("client - call() asks the worker for a reply; send() does not, and its handle follows the stored result", async () => {
+    const ns = freshNamespace();
+    await using c = await client(server, ns);
+    // Replies the worker publishes, whoever they are for: every inbox, from another connection (on
+    // c's own, nats-server would hand this subscription the "no responders" status meant for c's
+    // publisher, which needs it to create the topology).
+    await using tap = await client(server, ns);
+    const replies: string[] = [];
+    const spy = tap.nc.subscribe("_INBOX.>", { callback: (_e, msg) => void replies.push(msg.subject) });
+    await tap.nc.flush();
+    const sent = await c.send(add, { a: 1, b: 2 });
+    const jsm = await c.jsm();
+    const stored = decodeTaskMessage((await jsm.streams.getMessage(c.names.tasksStream, { seq: (await jsm.streams.info(c.names.tasksStream)).state.last_seq }))!.data);
+    assert.equal(stored.id, sent.id);
+    assert.equal(stored.replyTo, undefined, "a sent task names no reply subject");
+    await using w = worker(server, ns).implement(add, ({ a, b }) => a + b);
+    await w.start();
+    assert.equal(await sent.result({ timeout: 10_000 }), 3, "the handle reads the stored result");
+    assert.equal(await c.call(add, { a: 2, b: 3 }, { timeout: 10_000 }), 5);
+    await tap.nc.flush();
+    spy.unsubscribe();
+    assert.equal(replies.filter((s) => s.endsWith(`.${sent.id}`)).length, 0, "no reply for the sent task");
+    assert.equal(replies.filter((s) => !s.endsWith(`.${sent.id}`) && /\.[0-9a-f-]{36}$/.test(s)).length, 1, "one reply for the call");
+  });
+
   test("client - send() returns a handle whose status, ready and result follow the task", async () => {
     const ns = freshNamespace();
     await using c = await client(server, ns);
@@ -391,14 +416,16 @@ describe("core", () => {
     const t0 = Date.now();
     await assert.rejects(other.waitForRecord(stored.id, 20_000), UnsupportedVersionError);
     assert.ok(Date.now() - t0 < 10_000, "refused, not waited out");
-    // As a reply to the client that sent it.
-    const replied = await c.send(add, { a: 2, b: 2 });
+    // As a reply to a caller waiting in call() (no worker runs here: the test replies).
+    const calling = c.call(add, { a: 2, b: 2 }, { timeout: 20_000 });
+    calling.catch(() => {});
     const jsm = await c.jsm();
+    await eventually(async () => (await jsm.streams.info(c.names.tasksStream)).state.messages === 2, 10_000, "the called task stored");
     const { state } = await jsm.streams.info(c.names.tasksStream);
-    const { replyTo } = decodeTaskMessage((await jsm.streams.getMessage(c.names.tasksStream, { seq: state.last_seq }))!.data);
-    const waiting = c.waitForRecord(replied.id, 20_000, true);
-    c.nc.publish(replyTo!, newer(replied.id));
-    await assert.rejects(waiting, UnsupportedVersionError);
+    const called = decodeTaskMessage((await jsm.streams.getMessage(c.names.tasksStream, { seq: state.last_seq }))!.data);
+    assert.ok(called.replyTo, "call() sends its reply subject");
+    c.nc.publish(called.replyTo, newer(called.id));
+    await assert.rejects(calling, UnsupportedVersionError);
   });
 
   test("protocol - a task id doubles as Nats-Msg-Id: a re-sent task is stored once", async () => {
