@@ -148,6 +148,8 @@ export class Client implements AsyncDisposable {
   readonly #replySub: Subscription;
   readonly #waiters = new Map<string, Waiter[]>();
   readonly #unclaimed = new Map<string, ResultRecord>();
+  /** The topology repair under way for publishes that found no stream, shared by all of them. */
+  #repairing: Promise<boolean> | undefined;
   /** Final records recently handed to waiters, with when (see SETTLED_FRESH_MS). */
   readonly #settled = new Map<string, { record: ResultRecord; at: number }>();
   readonly #progressListeners = new Map<string, Set<(p: unknown) => void>>();
@@ -169,12 +171,10 @@ export class Client implements AsyncDisposable {
     this.#ownsConnection = ownsConnection;
     this.publisher = new AckedPublisher(nc, {
       ackTimeoutMs: settings.requestTimeout,
-      onNoStream: async () => {
-        // The first publish into a fresh server finds no stream: create the topology once, lazily,
-        // so a one-shot script pays no stream lookups when it already exists.
-        await this.ensureTopology(true);
-        return true;
-      },
+      // The first publish into a fresh server finds no stream: create the topology then, lazily,
+      // so a one-shot script pays no stream lookups when it already exists. Publishes that fail
+      // together (many in flight) share one repair.
+      onNoStream: () => (this.#repairing ??= this.ensureTopology(true).then(() => true).finally(() => (this.#repairing = undefined))),
     });
     // Batched like the worker's (20 ms): a sequential sender then stores one event message per
     // batch, not per task. Monitors order events by `at` and state, not by arrival.

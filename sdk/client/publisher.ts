@@ -176,6 +176,11 @@ export class AckedPublisher {
       this.#pending.delete(key);
       if (now - entry.firstSentAt >= this.#deadlineMs || this.#closed) {
         entry.reject(new PublishError(`no acknowledgement for ${entry.subject} after ${entry.attempts} attempts in ${now - entry.firstSentAt} ms: the message may or may not be stored; sending it again with the same id is safe`));
+      } else if (this.#onNoStream && !entry.repairing) {
+        // No answer at all may also mean no stream: nats-server hands its "no responders" status
+        // to ONE subscription of this connection matching our inbox, which can be the
+        // application's (a `>` or `_INBOX.>` tap). Make sure of the topology once, then resend.
+        void this.#repairAndRetry(entry);
       } else {
         this.#send(entry);
       }

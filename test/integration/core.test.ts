@@ -80,6 +80,23 @@ describe("core", () => {
     assert.equal(replies.filter((s) => !s.endsWith(`.${sent.id}`) && /\.[0-9a-f-]{36}$/.test(s)).length, 1, "one reply for the call");
   });
 
+  test("client - the first send into a fresh namespace works beside a `>` subscription on the same connection", async () => {
+    const ns = freshNamespace();
+    await using c = await client(server, ns, { requestTimeout: 500 });
+    // nats-server gives the "no responders" status (no stream yet) to one matching subscription of
+    // the connection: this tap may take it, and the publisher then hears nothing at all.
+    const tap = c.nc.subscribe(">", { callback: () => {} });
+    await c.nc.flush();
+    const sent = await Promise.race([
+      c.send(add, { a: 1, b: 2 }),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error("send() did not finish within 15 s")), 15_000)),
+    ]);
+    tap.unsubscribe();
+    const jsm = await c.jsm();
+    const stored = decodeTaskMessage((await jsm.streams.getMessage(c.names.tasksStream, { seq: (await jsm.streams.info(c.names.tasksStream)).state.last_seq }))!.data);
+    assert.equal(stored.id, sent.id);
+  });
+
   test("client - send() returns a handle whose status, ready and result follow the task", async () => {
     const ns = freshNamespace();
     await using c = await client(server, ns);
