@@ -45,7 +45,10 @@ interface Pending {
   sentAt: number;
   firstSentAt: number;
   attempts: number;
+  /** The 503 repair (topology creation) was tried for this message. */
   repairing: boolean;
+  /** The repair after a first unanswered publish was tried for this message. */
+  timeoutRepaired: boolean;
 }
 
 /** Publishes to JetStream subjects and resolves with the PubAck; see the module comment. */
@@ -54,6 +57,10 @@ export class AckedPublisher {
   readonly #prefix: string;
   readonly #sub: Subscription;
   readonly #pending = new Map<string, Pending>();
+  /** Messages waiting to be sent again (a topology repair or a back-off): in flight all the same. */
+  readonly #parked = new Set<Pending>();
+  /** True once any PubAck came back: the topology existed then, so a silence is only a silence. */
+  #everAcked = false;
   readonly #ackTimeoutMs: number;
   readonly #deadlineMs: number;
   readonly #onNoStream: PublisherOptions["onNoStream"];
@@ -74,7 +81,7 @@ export class AckedPublisher {
 
   /** Messages published and not yet acknowledged. */
   get inFlight(): number {
-    return this.#pending.size;
+    return this.#pending.size + this.#parked.size;
   }
 
   /** Publishes `data` to `subject` and resolves when JetStream has stored it. */
@@ -90,9 +97,8 @@ export class AckedPublisher {
     if (this.#closed || this.#nc.isClosed()) return Promise.reject(new ConnectionClosedError("cannot publish: the connection is closed"));
     return new Promise<T>((resolve, reject) => {
       const now = Date.now();
-      const entry: Pending = { subject, data, headers, stored, resolve, reject, sentAt: now, firstSentAt: now, attempts: 0, repairing: false };
+      const entry: Pending = { subject, data, headers, stored, resolve, reject, sentAt: now, firstSentAt: now, attempts: 0, repairing: false, timeoutRepaired: false };
       this.#send(entry);
-      if (this.#timer === undefined) this.#startSweep();
     });
   }
 
@@ -101,6 +107,8 @@ export class AckedPublisher {
     entry.attempts++;
     entry.sentAt = Date.now();
     this.#pending.set(key, entry);
+    // Also for a message sent again after a repair: the sweep may have stopped meanwhile.
+    if (this.#timer === undefined && !this.#closed) this.#startSweep();
     try {
       publishFrame(this.#nc, entry.subject, entry.data, `${this.#prefix}.${key}`, entry.headers);
     } catch (err) {
@@ -118,6 +126,7 @@ export class AckedPublisher {
       void this.#repairAndRetry(entry);
       return;
     }
+    this.#everAcked = true;
     const ack = parsePubAck(data);
     if (ack === undefined) {
       entry.reject(new PublishError(`unreadable acknowledgement for ${entry.subject} (status ${code})`));
@@ -157,10 +166,32 @@ export class AckedPublisher {
     }
     // No stream yet, or a cluster electing a leader (publishes fail for a few seconds): back off.
     const delay = created ? 0 : Math.min(1000, 50 * 2 ** Math.min(entry.attempts, 5));
-    setTimeout(() => {
-      if (this.#closed) entry.reject(new ConnectionClosedError("publisher closed before the message was stored"));
-      else this.#send(entry);
-    }, delay);
+    this.#parked.add(entry);
+    setTimeout(() => this.#resend(entry), delay);
+  }
+
+  /**
+   * After the first unanswered publish of a message, while no PubAck ever came back: nats-server
+   * hands its "no responders" status (no stream yet) to ONE subscription of this connection that
+   * matches our inbox, which can be the application's (a `>` or `_INBOX.>` tap), so the silence
+   * may mean a missing topology. Make sure of it (shared by all such messages), then resend.
+   */
+  async #repairThenResend(entry: Pending): Promise<void> {
+    entry.timeoutRepaired = true;
+    this.#parked.add(entry);
+    try {
+      await this.#onNoStream!(entry.subject);
+    } catch {
+      // Resent all the same: the next silence is an ordinary timeout.
+    }
+    this.#resend(entry);
+  }
+
+  /** Sends a parked message again, unless close() has rejected it meanwhile. */
+  #resend(entry: Pending): void {
+    if (!this.#parked.delete(entry)) return;
+    if (this.#closed) entry.reject(new ConnectionClosedError("publisher closed before the message was stored"));
+    else this.#send(entry);
   }
 
   #startSweep(): void {
@@ -176,11 +207,8 @@ export class AckedPublisher {
       this.#pending.delete(key);
       if (now - entry.firstSentAt >= this.#deadlineMs || this.#closed) {
         entry.reject(new PublishError(`no acknowledgement for ${entry.subject} after ${entry.attempts} attempts in ${now - entry.firstSentAt} ms: the message may or may not be stored; sending it again with the same id is safe`));
-      } else if (this.#onNoStream && !entry.repairing) {
-        // No answer at all may also mean no stream: nats-server hands its "no responders" status
-        // to ONE subscription of this connection matching our inbox, which can be the
-        // application's (a `>` or `_INBOX.>` tap). Make sure of the topology once, then resend.
-        void this.#repairAndRetry(entry);
+      } else if (this.#onNoStream && !this.#everAcked && !entry.timeoutRepaired) {
+        void this.#repairThenResend(entry);
       } else {
         this.#send(entry);
       }
@@ -193,7 +221,7 @@ export class AckedPublisher {
 
   /** Waits until every publish has been acknowledged or has failed. */
   async settle(): Promise<void> {
-    while (this.#pending.size > 0 && !this.#nc.isClosed()) {
+    while (this.inFlight > 0 && !this.#nc.isClosed()) {
       await new Promise((r) => setTimeout(r, 5));
     }
   }
@@ -205,6 +233,8 @@ export class AckedPublisher {
     if (this.#timer !== undefined) clearInterval(this.#timer);
     for (const entry of this.#pending.values()) entry.reject(new ConnectionClosedError("publisher closed before the message was acknowledged"));
     this.#pending.clear();
+    for (const entry of this.#parked) entry.reject(new ConnectionClosedError("publisher closed before the message was stored"));
+    this.#parked.clear();
     if (!this.#nc.isClosed()) this.#sub.unsubscribe();
   }
 }

@@ -1,7 +1,7 @@
 /**
- * Publishing a message as ONE protocol frame: the `PUB`/`HPUB` line, the headers, the payload and
- * the closing CRLF written into a shared buffer and handed to nats.js's protocol handler as one
- * chunk (a payload over 4 KB follows the line and headers as a chunk of its own).
+ * Publishing a message as one protocol frame: the `PUB`/`HPUB` line, the headers and the payload
+ * written into a shared buffer and handed to nats.js's protocol handler with the closing CRLF (a
+ * payload over 4 KB follows the line and headers as a chunk of its own).
  *
  * `nc.publish()` builds the line as a string, encodes it with a TextEncoder (a new ArrayBuffer per
  * message), checks both subjects with a regular expression and queues four chunks that are
@@ -86,10 +86,7 @@ export function publishFrame(nc: NatsConnection, subject: string, data: Uint8Arr
     w.decimal(size);
     w.ascii(CRLF);
     if (h !== undefined) w.bytes(h);
-    if (data.length <= INLINE_PAYLOAD) {
-      w.bytes(data);
-      w.ascii(CRLF);
-    }
+    if (data.length <= INLINE_PAYLOAD) w.bytes(data);
     frame = w.end();
   } finally {
     frames.release(w);
@@ -97,8 +94,11 @@ export function publishFrame(nc: NatsConnection, subject: string, data: Uint8Arr
   // nc.stats() counts these, as nc.publish() would.
   p.outBytes += size;
   p.outMsgs++;
-  if (data.length <= INLINE_PAYLOAD) p.sendCommand(frame);
-  // A large payload (an event batch, a big result) follows as chunks of its own: copied once, when
-  // nats.js joins what is queued, instead of also into the shared buffer (and a new one each time).
+  // The closing CRLF is always a chunk of its own, so nats.js never hands the transport a view of
+  // the shared buffer: with two chunks or more it joins them into a new, exact buffer first. (A
+  // lone view would be sent as is, and the WebSocket transport sends `frame.buffer`: all 64 KB.)
+  // A large payload (an event batch, a big result) is a chunk of its own too: copied once, when
+  // nats.js joins what is queued, instead of also into the shared buffer.
+  if (data.length <= INLINE_PAYLOAD) p.sendCommand(frame, CRLF_BYTES);
   else p.sendCommand(frame, data, CRLF_BYTES);
 }

@@ -102,6 +102,37 @@ describe("frames", () => {
     }
   });
 
+  test("publishFrame - the transport is never handed a view of the shared buffer (a WebSocket sends frame.buffer whole)", async () => {
+    const nc = await connect({ servers: server.url });
+    try {
+      const transport = (nc as unknown as { protocol: { transport: { send: (frame: Uint8Array) => void } } }).protocol.transport;
+      const real = transport.send.bind(transport);
+      const written: Uint8Array[] = [];
+      transport.send = (frame) => {
+        written.push(frame);
+        real(frame);
+      };
+      // Each alone in its flush: one small frame, then one with a large payload and headers.
+      // (setImmediate: nats.js flushes what is queued on a microtask; nc.flush() would queue a PING beside it.)
+      publishFrame(nc, "frames.alone", new Uint8Array([1, 2, 3]), "_INBOX.alone.1");
+      await new Promise((resolve) => setImmediate(resolve));
+      await nc.flush();
+      const h = natsHeaders();
+      h.set("Nats-Msg-Id", "alone-2");
+      publishFrame(nc, "frames.alone", new Uint8Array(5000).fill(9), undefined, h);
+      await new Promise((resolve) => setImmediate(resolve));
+      await nc.flush();
+      const frames = written.filter((b) => new TextDecoder().decode(b.subarray(0, 20)).includes("frames.alone"));
+      assert.equal(frames.length, 2);
+      for (const b of frames) {
+        assert.equal(b.byteOffset, 0, "starts its buffer");
+        assert.equal(b.byteLength, b.buffer.byteLength, "is its whole buffer");
+      }
+    } finally {
+      await nc.close();
+    }
+  });
+
   test("publishFrame - what it does not handle raises nats.js's own errors", async () => {
     const nc = await connect({ servers: server.url });
     const max = nc.info!.max_payload;
