@@ -313,6 +313,14 @@ class RunContext {
   }
 }
 
+/** How long start() keeps retrying a JetStream API step the server does not answer (see #startupStep). */
+const STARTUP_RETRY_MS = 30_000;
+
+/** A request nats.js gave up waiting for (its TimeoutError), as opposed to an answer that refused. */
+function isRequestTimeout(err: unknown): boolean {
+  return err instanceof Error && (err.name === "TimeoutError" || /^timeout$/i.test(err.message));
+}
+
 /** `+ACK` as bytes, once: a string body is UTF-8 encoded by nats.js on every publish. */
 const ACK_BODY = new TextEncoder().encode(ACK.ack);
 
@@ -481,7 +489,7 @@ export class Worker implements AsyncDisposable {
     }
     this.#publisher = this.#client.publisher;
     this.#events = s.events ? new TaskEvents(this.#publisher, this.#client.names.eventsSubject("task"), this.#client.nc, this.identity.id) : undefined;
-    await this.#client.ensureTopology();
+    await this.#startupStep("create the topology", () => this.#client!.ensureTopology());
     const jsm = await this.#client.jsm();
     // Revocations first: a task received from now on is checked against every stored revocation.
     this.#revocations = new Revocations(
@@ -548,9 +556,30 @@ export class Worker implements AsyncDisposable {
     off();
   }
 
+  /**
+   * A JetStream API step of start(), retried while the server does not answer in time: a cluster
+   * that is forming or electing a leader lets API requests time out for a few seconds (measured on
+   * 2.9.10: 4–6 s), and a worker should ride that out rather than exit (Celery retries its broker
+   * connection on start-up too). Other errors, and silence for longer than STARTUP_RETRY_MS, fail
+   * start() as before.
+   */
+  async #startupStep<T>(what: string, step: () => Promise<T>): Promise<T> {
+    const since = Date.now();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await step();
+      } catch (err) {
+        if (!isRequestTimeout(err) || Date.now() - since > STARTUP_RETRY_MS || this.#state === "closed") throw err;
+        const delay = Math.min(2000, 250 * 2 ** (attempt - 1));
+        this.#log.warn(`could not ${what}: the server did not answer in time; trying again in ${delay} ms`, { attempt, error: (err as Error).message });
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
   /** Creates (or updates) the queue's consumer and starts pulling from it. */
   async #consume(jsm: JetStreamManager, queue: string): Promise<void> {
-    await this.#ensureConsumer(jsm, queue);
+    await this.#startupStep(`create the consumer of queue ${queue}`, () => this.#ensureConsumer(jsm, queue));
     const n = this.#client!.names;
     const cfg = this.#queueConfig.get(queue)!;
     const common = {
@@ -732,7 +761,7 @@ export class Worker implements AsyncDisposable {
         });
       }
     };
-    await ensure(jsm);
+    await this.#startupStep("create the scheduler's consumer", () => ensure(jsm));
     const puller: QueuePuller = new QueuePuller(client.nc, {
       stream: n.scheduledStream,
       consumer: n.schedulerConsumer,

@@ -97,6 +97,31 @@ describe("core", () => {
     assert.equal(stored.id, sent.id);
   });
 
+  test("worker - start() rides out a server that stops answering for a few seconds", async () => {
+    // SIGSTOP: the server keeps its sockets but answers nothing, as a cluster electing a leader
+    // lets API requests time out. nats.js gives up on a request after 5 s; start() tries again.
+    const own = await NatsServer.start();
+    try {
+      const ns = freshNamespace();
+      await using c = await client(own, ns);
+      const w = worker(own, ns, { client: c }).implement(add, ({ a, b }) => a + b);
+      process.kill(own.pid!, "SIGSTOP");
+      const starting = w.start();
+      await new Promise((r) => setTimeout(r, 6500));
+      process.kill(own.pid!, "SIGCONT");
+      await starting;
+      assert.equal(await c.call(add, { a: 20, b: 22 }, { timeout: 10_000 }), 42);
+      await w.close();
+    } finally {
+      try {
+        process.kill(own.pid!, "SIGCONT");
+      } catch {
+        // already gone
+      }
+      await own.stop();
+    }
+  });
+
   test("client - send() returns a handle whose status, ready and result follow the task", async () => {
     const ns = freshNamespace();
     await using c = await client(server, ns);
