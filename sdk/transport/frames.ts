@@ -42,7 +42,7 @@ function protocolOf(nc: NatsConnection): ProtocolHandlerLike | undefined {
   return p !== undefined && typeof p.sendCommand === "function" && typeof p.outMsgs === "number" ? p : undefined;
 }
 
-/** True when frames go out as one chunk on `nc` (false: every publish goes through nc.publish). */
+/** True when publishFrame() writes frames itself on `nc` (false: every publish goes through nc.publish). */
 export function framesSupported(nc: NatsConnection): boolean {
   return protocolOf(nc) !== undefined;
 }
