@@ -496,7 +496,8 @@ export class Worker implements AsyncDisposable {
       this.#client.nc, this.#client.names.revokedBucket, s.revokeExpires * MS, (r) => this.#onRevoke(r),
       (key, reason) => this.#log.warn(`ignoring revocation ${key}: ${reason}`),
     );
-    await this.#revocations.start();
+    const revocations = this.#revocations;
+    await this.#startupStep("watch the revocations bucket", () => revocations.start());
     if (this.#options.scheduler !== false) await this.#startScheduler(jsm);
     const live = this.#client;
     if (poolKind && poolKind !== "inline") {
@@ -561,7 +562,8 @@ export class Worker implements AsyncDisposable {
    * that is forming or electing a leader lets API requests time out for a few seconds (measured on
    * 2.9.10: 4–6 s), and a worker should ride that out rather than exit (Celery retries its broker
    * connection on start-up too). Other errors, and silence for longer than STARTUP_RETRY_MS, fail
-   * start() as before.
+   * start() as before. (The control server's first registry write goes through the publisher,
+   * which retries on its own.)
    */
   async #startupStep<T>(what: string, step: () => Promise<T>): Promise<T> {
     const since = Date.now();
