@@ -321,8 +321,10 @@ function isRequestTimeout(err: unknown): boolean {
   return err instanceof Error && (err.name === "TimeoutError" || /^timeout$/i.test(err.message));
 }
 
-/** `+ACK` as bytes, once: a string body is UTF-8 encoded by nats.js on every publish. */
-const ACK_BODY = new TextEncoder().encode(ACK.ack);
+const UTF8 = new TextEncoder();
+
+/** `+ACK` as bytes, once: the ack of every task would otherwise be encoded again each time. */
+const ACK_BODY = UTF8.encode(ACK.ack);
 
 /** Returns a message after 5 s: for failures that an immediate redelivery would only repeat. */
 const DELAYED_NAK = `${ACK.nak} ${JSON.stringify({ delay: 5e9 })}`;
@@ -458,7 +460,7 @@ export class Worker implements AsyncDisposable {
     if (this.#state !== "new") throw new Error(`worker already ${this.#state}`);
     this.#state = "starting";
     const {
-      queues: queueOption, concurrency, prefetch, client, logLevel: _l, logger: _lg, shutdownGraceMs: _g, stateWriteDelayMs: _s,
+      queues: queueOption, concurrency, prefetch: _p, client, logLevel: _l, logger: _lg, shutdownGraceMs: _g, stateWriteDelayMs: _s,
       scheduler: _sc, pool: poolKind, tasksModule, maxTasksPerChild, maxMemoryPerChild, poolExecArgv, ...connectOptions
     } = this.#options;
     if (poolKind && poolKind !== "inline" && !tasksModule) {
@@ -475,17 +477,7 @@ export class Worker implements AsyncDisposable {
     const fromCode = Array.isArray(queueOption) ? {} : queueOption ?? {};
     for (const queue of this.queues) {
       assertToken("queue", queue);
-      const o: QueueOptions = { ...s.queues?.[queue], ...fromCode[queue] };
-      const serial = o.serial === true;
-      if (serial && o.priorities) throw new Error(`queue "${queue}": serial and priorities cannot be combined (max_ack_pending counts per level consumer)`);
-      const qConcurrency = serial ? 1 : Math.min(o.concurrency ?? this.#concurrency, this.#concurrency);
-      this.#queueConfig.set(queue, {
-        priorities: o.priorities === true,
-        serial,
-        concurrency: qConcurrency,
-        prefetch: prefetchWindow(serial, o.priorities === true, qConcurrency, o.prefetch ?? prefetch ?? s.prefetch),
-        ackWaitMs: (o.ackWait ?? s.ackWait) * MS,
-      });
+      this.#queueConfig.set(queue, this.#resolveQueue(queue, { ...s.queues?.[queue], ...fromCode[queue] }));
     }
     this.#publisher = this.#client.publisher;
     this.#events = s.events ? new TaskEvents(this.#publisher, this.#client.names.eventsSubject("task"), this.#client.nc, this.identity.id) : undefined;
@@ -555,6 +547,25 @@ export class Worker implements AsyncDisposable {
     });
     await this.#done;
     off();
+  }
+
+  /**
+   * How this worker serves `queue` with options `o` (settings and code merged at start, a control
+   * request's own for add_consumer): within the worker's concurrency, its prefetch window, ack wait.
+   */
+  #resolveQueue(queue: string, o: QueueOptions): QueueConfig {
+    const serial = o.serial === true;
+    const priorities = o.priorities === true;
+    if (serial && priorities) throw new Error(`queue "${queue}": serial and priorities cannot be combined (max_ack_pending counts per level consumer)`);
+    const concurrency = serial ? 1 : Math.min(o.concurrency ?? this.#concurrency, this.#concurrency);
+    const settings = this.#client!.settings;
+    return {
+      priorities,
+      serial,
+      concurrency,
+      prefetch: prefetchWindow(serial, priorities, concurrency, o.prefetch ?? this.#options.prefetch ?? settings.prefetch),
+      ackWaitMs: (o.ackWait ?? settings.ackWait) * MS,
+    };
   }
 
   /**
@@ -689,11 +700,7 @@ export class Worker implements AsyncDisposable {
       case "add_consumer": {
         const queue = queueArg();
         if (this.#pullers.has(queue)) return `already consuming ${queue}`;
-        const o = (args.options ?? {}) as QueueOptions;
-        const serial = o.serial === true;
-        const concurrency = serial ? 1 : Math.min(o.concurrency ?? this.#concurrency, this.#concurrency);
-        const set = o.prefetch ?? this.#options.prefetch ?? this.#client!.settings.prefetch;
-        this.#queueConfig.set(queue, { serial, priorities: o.priorities === true, concurrency, prefetch: prefetchWindow(serial, o.priorities === true, concurrency, set), ackWaitMs: (o.ackWait ?? this.#client!.settings.ackWait) * MS });
+        this.#queueConfig.set(queue, this.#resolveQueue(queue, (args.options ?? {}) as QueueOptions));
         await this.#consume(await this.#client!.jsm(), queue);
         await this.#control?.beat();
         return `consuming ${queue}`;
@@ -1333,12 +1340,7 @@ export class Worker implements AsyncDisposable {
   }
 
   #ack(msg: Msg, ack: string): void {
-    if (!msg.reply) return;
-    const nc = this.#client!.nc;
-    if (nc.isClosed()) return;
-    // The ack of every task as one frame; the rarer naks and terms (strings) through nats.js.
-    if (ack === ACK.ack) publishFrame(nc, msg.reply, ACK_BODY);
-    else nc.publish(msg.reply, ack);
+    if (msg.reply && !this.#client!.nc.isClosed()) publishFrame(this.#client!.nc, msg.reply, ack === ACK.ack ? ACK_BODY : UTF8.encode(ack));
   }
 
   async #retry(flight: InFlight, reg: Registration, error: ErrorShape, explicitDelay?: number): Promise<void> {
