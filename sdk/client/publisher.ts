@@ -45,10 +45,10 @@ interface Pending {
   sentAt: number;
   firstSentAt: number;
   attempts: number;
-  /** The 503 repair (topology creation) was tried for this message. */
-  repairing: boolean;
-  /** The repair after a first unanswered publish was tried for this message. */
-  timeoutRepaired: boolean;
+  /** The topology repair after a 503 was tried for this message. */
+  repairedNoStream: boolean;
+  /** The topology repair after an unanswered publish was tried for this message. */
+  repairedSilence: boolean;
 }
 
 /** Publishes to JetStream subjects and resolves with the PubAck; see the module comment. */
@@ -97,7 +97,7 @@ export class AckedPublisher {
     if (this.#closed || this.#nc.isClosed()) return Promise.reject(new ConnectionClosedError("cannot publish: the connection is closed"));
     return new Promise<T>((resolve, reject) => {
       const now = Date.now();
-      const entry: Pending = { subject, data, headers, stored, resolve, reject, sentAt: now, firstSentAt: now, attempts: 0, repairing: false, timeoutRepaired: false };
+      const entry: Pending = { subject, data, headers, stored, resolve, reject, sentAt: now, firstSentAt: now, attempts: 0, repairedNoStream: false, repairedSilence: false };
       this.#send(entry);
     });
   }
@@ -123,7 +123,7 @@ export class AckedPublisher {
     if (!entry) return; // a late ack of an attempt we already retried
     this.#pending.delete(key);
     if (code === 503) {
-      void this.#repairAndRetry(entry);
+      void this.#repairAndRetry(entry, "no-stream");
       return;
     }
     this.#everAcked = true;
@@ -150,41 +150,36 @@ export class AckedPublisher {
     entry.resolve(value);
   }
 
-  async #repairAndRetry(entry: Pending): Promise<void> {
+  /**
+   * Makes sure of the topology (once per message and cause, shared by the messages that fail
+   * together), then sends the message again.
+   *
+   * - `no-stream`: the server answered 503, no stream listens. When nothing was created (a cluster
+   *   electing a leader refuses publishes for a few seconds), the resend backs off.
+   * - `silence`: no answer at all, while no PubAck ever came back on this connection. nats-server
+   *   hands its 503 to ONE subscription of the connection that matches our inbox, which can be the
+   *   application's (a `>` or `_INBOX.>` tap), so the silence may mean a missing stream too.
+   *   Resent at once: the sweep already waited a whole ack timeout.
+   */
+  async #repairAndRetry(entry: Pending, cause: "no-stream" | "silence"): Promise<void> {
     if (Date.now() - entry.firstSentAt > this.#deadlineMs) {
       entry.reject(new PublishError(`no stream accepted ${entry.subject} within ${this.#deadlineMs} ms (no responders): is the topology created and the server's JetStream up?`));
       return;
     }
+    this.#parked.add(entry);
     let created = false;
-    if (this.#onNoStream && !entry.repairing) {
-      entry.repairing = true;
+    const tried = cause === "silence" ? entry.repairedSilence : entry.repairedNoStream;
+    if (this.#onNoStream && !tried) {
+      if (cause === "silence") entry.repairedSilence = true;
+      else entry.repairedNoStream = true;
       try {
         created = await this.#onNoStream(entry.subject);
       } catch {
         created = false;
       }
     }
-    // No stream yet, or a cluster electing a leader (publishes fail for a few seconds): back off.
-    const delay = created ? 0 : Math.min(1000, 50 * 2 ** Math.min(entry.attempts, 5));
-    this.#parked.add(entry);
+    const delay = created || cause === "silence" ? 0 : Math.min(1000, 50 * 2 ** Math.min(entry.attempts, 5));
     setTimeout(() => this.#resend(entry), delay);
-  }
-
-  /**
-   * After the first unanswered publish of a message, while no PubAck ever came back: nats-server
-   * hands its "no responders" status (no stream yet) to ONE subscription of this connection that
-   * matches our inbox, which can be the application's (a `>` or `_INBOX.>` tap), so the silence
-   * may mean a missing topology. Make sure of it (shared by all such messages), then resend.
-   */
-  async #repairThenResend(entry: Pending): Promise<void> {
-    entry.timeoutRepaired = true;
-    this.#parked.add(entry);
-    try {
-      await this.#onNoStream!(entry.subject);
-    } catch {
-      // Resent all the same: the next silence is an ordinary timeout.
-    }
-    this.#resend(entry);
   }
 
   /** Sends a parked message again, unless close() has rejected it meanwhile. */
@@ -207,8 +202,8 @@ export class AckedPublisher {
       this.#pending.delete(key);
       if (now - entry.firstSentAt >= this.#deadlineMs || this.#closed) {
         entry.reject(new PublishError(`no acknowledgement for ${entry.subject} after ${entry.attempts} attempts in ${now - entry.firstSentAt} ms: the message may or may not be stored; sending it again with the same id is safe`));
-      } else if (this.#onNoStream && !this.#everAcked && !entry.timeoutRepaired) {
-        void this.#repairThenResend(entry);
+      } else if (this.#onNoStream && !this.#everAcked && !entry.repairedSilence) {
+        void this.#repairAndRetry(entry, "silence");
       } else {
         this.#send(entry);
       }
