@@ -9,7 +9,7 @@ import {
   ResultTimeoutError,
   STATE,
 } from "../../sdk/client/mod.ts";
-import { decodeEventBatch, decodeResultRecord, decodeTaskMessage, encode, HEADER, names, PROTOCOL_VERSION, UnsupportedVersionError, type TaskEvent } from "../../sdk/protocol/mod.ts";
+import { decodeEventBatch, decodeResultRecord, decodeTaskMessage, encode, HEADER, names, PROTOCOL_VERSION, UnsupportedVersionError, type TaskEvent, type TaskMessage } from "../../sdk/protocol/mod.ts";
 import { NonRetryableError, type Worker } from "../../sdk/worker/mod.ts";
 import { add, badResult, echo, fail, parseDate, slow } from "../fixtures/signatures.ts";
 import { client, eventually, freshNamespace, worker } from "./helpers.ts";
@@ -32,6 +32,13 @@ after(async () => {
 async function streamMessages(c: Awaited<ReturnType<typeof client>>, stream: string): Promise<number> {
   const jsm = await c.jsm();
   return (await jsm.streams.info(stream)).state.messages;
+}
+
+/** The task message stored last in the namespace's tasks stream. */
+async function lastStoredTask(c: Awaited<ReturnType<typeof client>>): Promise<TaskMessage> {
+  const jsm = await c.jsm();
+  const { state } = await jsm.streams.info(c.names.tasksStream);
+  return decodeTaskMessage((await jsm.streams.getMessage(c.names.tasksStream, { seq: state.last_seq }))!.data);
 }
 
 async function allEvents(c: Awaited<ReturnType<typeof client>>): Promise<TaskEvent[]> {
@@ -66,8 +73,7 @@ describe("core", () => {
     const spy = tap.nc.subscribe("_INBOX.>", { callback: (_e, msg) => void replies.push(msg.subject) });
     await tap.nc.flush();
     const sent = await c.send(add, { a: 1, b: 2 });
-    const jsm = await c.jsm();
-    const stored = decodeTaskMessage((await jsm.streams.getMessage(c.names.tasksStream, { seq: (await jsm.streams.info(c.names.tasksStream)).state.last_seq }))!.data);
+    const stored = await lastStoredTask(c);
     assert.equal(stored.id, sent.id);
     assert.equal(stored.replyTo, undefined, "a sent task names no reply subject");
     await using w = worker(server, ns).implement(add, ({ a, b }) => a + b);
@@ -92,9 +98,7 @@ describe("core", () => {
       new Promise<never>((_, reject) => setTimeout(() => reject(new Error("send() did not finish within 15 s")), 15_000)),
     ]);
     tap.unsubscribe();
-    const jsm = await c.jsm();
-    const stored = decodeTaskMessage((await jsm.streams.getMessage(c.names.tasksStream, { seq: (await jsm.streams.info(c.names.tasksStream)).state.last_seq }))!.data);
-    assert.equal(stored.id, sent.id);
+    assert.equal((await lastStoredTask(c)).id, sent.id);
   });
 
   test("worker - start() rides out a server that stops answering for a few seconds", async () => {
@@ -463,8 +467,7 @@ describe("core", () => {
     calling.catch(() => {});
     const jsm = await c.jsm();
     await eventually(async () => (await jsm.streams.info(c.names.tasksStream)).state.messages === 2, 10_000, "the called task stored");
-    const { state } = await jsm.streams.info(c.names.tasksStream);
-    const called = decodeTaskMessage((await jsm.streams.getMessage(c.names.tasksStream, { seq: state.last_seq }))!.data);
+    const called = await lastStoredTask(c);
     assert.ok(called.replyTo, "call() sends its reply subject");
     c.nc.publish(called.replyTo, newer(called.id));
     await assert.rejects(calling, UnsupportedVersionError);
