@@ -224,7 +224,7 @@ export class Client implements AsyncDisposable {
   ensureTopology(force = false): Promise<void> {
     if (!this.#topology || force) {
       const s = this.settings;
-      this.#topology = ensureTopology(this.nc, this.names, {
+      this.#topology = this.jsm().then((jsm) => ensureTopology(jsm, this.names, {
         resultExpires: s.resultExpires,
         eventsMaxAge: s.eventsMaxAge,
         eventsMaxBytes: s.eventsMaxBytes,
@@ -233,7 +233,7 @@ export class Client implements AsyncDisposable {
         storage: s.storage,
         duplicateWindow: s.dedupeWindow,
         revokeExpires: s.revokeExpires,
-      }).catch((err) => {
+      })).catch((err) => {
         this.#topology = undefined;
         throw err;
       });
@@ -246,7 +246,15 @@ export class Client implements AsyncDisposable {
    * use: a script that only sends to known queues never needs it (14 ms to load unbundled).
    */
   jsm(): Promise<JetStreamManager> {
-    this.#jsm ??= import("@nats-io/jetstream").then(({ jetstreamManager }) => jetstreamManager(this.nc, { timeout: this.settings.requestTimeout }));
+    // jetstreamManager() asks the server for the account's JetStream info; if that fails (no
+    // answer during an election, JetStream not enabled yet), the next call must ask again rather
+    // than get the cached rejection for the life of the client.
+    this.#jsm ??= import("@nats-io/jetstream")
+      .then(({ jetstreamManager }) => jetstreamManager(this.nc, { timeout: this.settings.requestTimeout }))
+      .catch((err) => {
+        this.#jsm = undefined;
+        throw err;
+      });
     return this.#jsm;
   }
 

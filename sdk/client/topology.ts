@@ -3,7 +3,6 @@
  * 2.9.10: only features that server has are used (no per-message TTL, no stream metadata).
  */
 import type { JetStreamManager, StreamConfig } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/nats-core";
 import type { Names } from "../protocol/mod.ts";
 
 /** What topology creation needs from settings. */
@@ -117,10 +116,10 @@ export function isNotFound(err: unknown): boolean {
   return e?.api_error?.code === 404 || e?.code === 404 || e?.code === "404" || /not found/i.test(e?.message ?? "");
 }
 
-/** Creates the whole topology of a namespace (streams and results bucket). */
-export async function ensureTopology(nc: NatsConnection, n: Names, o: TopologyOptions): Promise<void> {
-  // Imported here, not at the top: see Client.jsm().
-  const { jetstreamManager } = await import("@nats-io/jetstream");
-  const jsm = await jetstreamManager(nc);
+/**
+ * Creates the whole topology of a namespace (streams and results bucket). Takes the caller's
+ * manager so its API requests wait the client's `requestTimeout`, not nats.js's default 5 s.
+ */
+export async function ensureTopology(jsm: JetStreamManager, n: Names, o: TopologyOptions): Promise<void> {
   await ensureStreams(jsm, streamConfigs(n, o));
 }

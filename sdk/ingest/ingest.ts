@@ -125,7 +125,8 @@ export function objectStore(client: Client, bucket: string): Promise<ObjectStore
   let store = byName.get(bucket);
   if (!store) {
     const s = client.settings;
-    store = new Objm(client.nc).create(bucket, { storage: s.storage === "memory" ? StorageType.Memory : StorageType.File, replicas: s.replicas });
+    // The client's JetStream context, so the API requests wait its `requestTimeout`.
+    store = client.jsm().then((jsm) => new Objm(jsm.jetstream()).create(bucket, { storage: s.storage === "memory" ? StorageType.Memory : StorageType.File, replicas: s.replicas }));
     store.catch(() => byName!.delete(bucket));
     byName.set(bucket, store);
   }

@@ -4,7 +4,7 @@
  * changes and resumes from its last revision after a reconnect (the KV library's ordered consumer).
  */
 import { Kvm, type KvWatchEntry } from "@nats-io/kv";
-import type { NatsConnection } from "@nats-io/nats-core";
+import type { JetStreamClient } from "@nats-io/jetstream";
 import { decodeRevocation, UnsupportedVersionError, type Revocation } from "../protocol/mod.ts";
 
 /** Follows the revocations bucket. */
@@ -14,7 +14,8 @@ export class Revocations {
   #ready!: Promise<void>;
 
   constructor(
-    private readonly nc: NatsConnection,
+    /** The worker client's JetStream context: its API requests wait the client's `requestTimeout`. */
+    private readonly js: JetStreamClient,
     private readonly bucket: string,
     private readonly expiresMs: number,
     private readonly onRevoke: (r: Revocation) => void,
@@ -24,7 +25,7 @@ export class Revocations {
 
   /** Starts watching; resolves once everything already stored has been read. */
   async start(): Promise<void> {
-    const kv = await new Kvm(this.nc).open(this.bucket);
+    const kv = await new Kvm(this.js).open(this.bucket);
     let markReady!: () => void;
     this.#ready = new Promise((r) => (markReady = r));
     // Stored entries arrive first, counting down `delta` to 0; an empty bucket sends none.

@@ -485,7 +485,7 @@ export class Worker implements AsyncDisposable {
     const jsm = await this.#client.jsm();
     // Revocations first: a task received from now on is checked against every stored revocation.
     this.#revocations = new Revocations(
-      this.#client.nc, this.#client.names.revokedBucket, s.revokeExpires * MS, (r) => this.#onRevoke(r),
+      jsm.jetstream(), this.#client.names.revokedBucket, s.revokeExpires * MS, (r) => this.#onRevoke(r),
       (key, reason) => this.#log.warn(`ignoring revocation ${key}: ${reason}`),
     );
     const revocations = this.#revocations;

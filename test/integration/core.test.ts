@@ -126,6 +126,31 @@ describe("core", () => {
     }
   });
 
+  test("client - topology requests wait requestTimeout, and a failed JetStream handshake is asked again", async () => {
+    const own = await NatsServer.start();
+    // requestTimeout 600 ms: nats.js's own default is 5 s, which the old code waited.
+    const c = await client(own, freshNamespace(), { requestTimeout: 600 });
+    try {
+      process.kill(own.pid!, "SIGSTOP");
+      const t0 = Date.now();
+      await assert.rejects(c.ensureTopology(), (err: Error) => /timeout/i.test(`${err.name} ${err.message}`));
+      const waited = Date.now() - t0;
+      assert.ok(waited < 4000, `ensureTopology() gave up after ${waited} ms, not after requestTimeout (600 ms)`);
+      process.kill(own.pid!, "SIGCONT");
+      // The first jsm() failed with the server silent; that failure must not be cached.
+      await c.ensureTopology();
+      assert.equal(await streamMessages(c, c.names.tasksStream), 0);
+    } finally {
+      try {
+        process.kill(own.pid!, "SIGCONT");
+      } catch {
+        // already gone
+      }
+      await c.close();
+      await own.stop();
+    }
+  });
+
   test("client - send() returns a handle whose status, ready and result follow the task", async () => {
     const ns = freshNamespace();
     await using c = await client(server, ns);
