@@ -12,6 +12,7 @@ import {
   FINAL_STATES,
   HEADER,
   InvalidArgumentsError,
+  CelerityError,
   InvalidResultError,
   names,
   PayloadTooLargeError,
@@ -253,6 +254,13 @@ export class Client implements AsyncDisposable {
       .then(({ jetstreamManager }) => jetstreamManager(this.nc, { timeout: this.settings.requestTimeout }))
       .catch((err) => {
         this.#jsm = undefined;
+        if ((err as Error)?.name === "JetStreamNotEnabled") {
+          throw new CelerityError(
+            `JetStream is not enabled on the NATS server this client is connected to (${this.nc.getServer()}): ` +
+              `start nats-server with -js (or a jetstream block in its configuration), or enable JetStream for this account`,
+            { cause: err },
+          );
+        }
         throw err;
       });
     return this.#jsm;

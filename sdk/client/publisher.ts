@@ -10,6 +10,7 @@
 import { createInbox, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/nats-core";
 import { ConnectionClosedError, PublishError } from "../protocol/mod.ts";
 import { publishFrame } from "../transport/mod.ts";
+import { isPermanentTopologyError } from "./topology.ts";
 import { parsePubAck } from "./wire.ts";
 
 /** The server's acknowledgement of a stored message. */
@@ -174,7 +175,14 @@ export class AckedPublisher {
       else entry.repairedNoStream = true;
       try {
         created = await this.#onNoStream(entry.subject);
-      } catch {
+      } catch (err) {
+        // JetStream off, subjects taken by another stream, account limits: no resend will change
+        // that, so say it now rather than after the deadline.
+        if (isPermanentTopologyError(err)) {
+          this.#parked.delete(entry);
+          entry.reject(new PublishError(`cannot store ${entry.subject}: ${(err as Error).message}`, { cause: err }));
+          return;
+        }
         created = false;
       }
     }

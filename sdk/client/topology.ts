@@ -110,6 +110,35 @@ export async function ensureStreams(jsm: JetStreamManager, configs: Partial<Stre
   }
 }
 
+/**
+ * JetStream API error codes that no retry changes: JetStream off (server or account), another
+ * stream holds our subjects, or the account's stream or storage limit is reached. Each needs an
+ * operator; retrying a publish for a minute would only hide the reason.
+ */
+const PERMANENT_API_ERRORS = new Set([
+  10076, // JetStream not enabled
+  10039, // JetStream not enabled for account
+  10065, // subjects overlap with an existing stream
+  10027, // maximum number of streams reached
+  10047, // insufficient storage resources available (account limit)
+]);
+
+/**
+ * True when creating the topology failed for a reason only an operator can change (see
+ * {@link PERMANENT_API_ERRORS}; nats.js's `JetStreamNotEnabled` is the server answering
+ * `$JS.API.INFO` with "no responders"). Follows `cause`, since our own errors wrap the server's.
+ */
+export function isPermanentTopologyError(err: unknown): boolean {
+  type Failure = { name?: string; apiError?: () => { err_code?: number }; cause?: unknown };
+  for (let e = err as Failure | undefined, depth = 0; e && depth < 5; e = e.cause as Failure | undefined, depth++) {
+    if (e.name === "JetStreamNotEnabled") return true;
+    // nats.js's JetStreamApiError keeps the server's answer private; apiError() returns a copy.
+    const code = typeof e.apiError === "function" ? e.apiError().err_code : undefined;
+    if (code !== undefined && PERMANENT_API_ERRORS.has(code)) return true;
+  }
+  return false;
+}
+
 /** True for JetStream's "not found" answers (stream or consumer). */
 export function isNotFound(err: unknown): boolean {
   const e = err as { code?: unknown; api_error?: { err_code?: number; code?: number }; message?: string };

@@ -4,7 +4,9 @@ import assert from "node:assert/strict";
 import { headers } from "@nats-io/nats-core";
 import { NatsServer } from "../../sdk/testing/mod.ts";
 import {
+  CelerityError,
   InvalidArgumentsError,
+  PublishError,
   RemoteTaskError,
   ResultTimeoutError,
   STATE,
@@ -39,6 +41,17 @@ async function lastStoredTask(c: Awaited<ReturnType<typeof client>>): Promise<Ta
   const jsm = await c.jsm();
   const { state } = await jsm.streams.info(c.names.tasksStream);
   return decodeTaskMessage((await jsm.streams.getMessage(c.names.tasksStream, { seq: state.last_seq }))!.data);
+}
+
+/** What a promise settled with within `ms`: "stored" (fulfilled), its error, or "still pending …". */
+async function outcomeWithin(p: Promise<unknown>, ms: number): Promise<unknown> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const pending = new Promise((r) => (timer = setTimeout(() => r(`still pending after ${ms} ms`), ms)));
+  try {
+    return await Promise.race([p.then(() => "stored", (err: Error) => err), pending]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 async function allEvents(c: Awaited<ReturnType<typeof client>>): Promise<TaskEvent[]> {
@@ -148,6 +161,37 @@ describe("core", () => {
       }
       await c.close();
       await own.stop();
+    }
+  });
+
+  test("client - a server without JetStream: send() fails at once and says how to enable it", async () => {
+    const plain = await NatsServer.start({ jetstream: false });
+    try {
+      await using c = await client(plain, freshNamespace(), { events: false });
+      // The old code resent for its whole 60 s deadline, then blamed "no responders".
+      const sent = c.send(add, { a: 1, b: 2 });
+      const outcome = await outcomeWithin(sent, 15_000);
+      assert.ok(outcome instanceof PublishError, `send(): ${String(outcome)}`);
+      assert.match(outcome.message, /JetStream is not enabled.*-js/);
+      await assert.rejects(c.ensureTopology(), (err: Error) => err instanceof CelerityError && /start nats-server with -js/.test(err.message));
+    } finally {
+      await plain.stop();
+    }
+  });
+
+  test("client - a stream of another application on our subjects: send() fails at once with the overlap", async () => {
+    const ns = freshNamespace();
+    await using c = await client(server, ns, { events: false });
+    const jsm = await c.jsm();
+    // Takes the events subjects: the tasks stream can be made, the events stream cannot.
+    await jsm.streams.add({ name: `${ns}_SQUATTER`, subjects: [`${ns}.events.>`] });
+    try {
+      const sent = c.send(add, { a: 1, b: 2 });
+      const outcome = await outcomeWithin(sent, 15_000);
+      assert.ok(outcome instanceof PublishError, `send(): ${String(outcome)}`);
+      assert.match(outcome.message, /overlap an existing stream/);
+    } finally {
+      await jsm.streams.delete(`${ns}_SQUATTER`);
     }
   });
 

@@ -47,7 +47,8 @@ describe("publisher", () => {
         deadlineMs: 1500,
         onNoStream: () => {
           repairs++;
-          return Promise.reject(new Error("JetStream is not enabled"));
+          // Not a permanent error (see isPermanentTopologyError): resent until the deadline.
+          return Promise.reject(new Error("the topology request timed out"));
         },
       });
       const t0 = Date.now();
