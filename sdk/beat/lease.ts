@@ -12,7 +12,7 @@
  * belong in one shared module once one is allowed for both.)
  */
 import type { KV, KvEntry } from "@nats-io/kv";
-import { isCasConflict, openBucket, type Client } from "../client/mod.ts";
+import { isCasConflict, openBucket } from "../client/mod.ts";
 
 /** Beat's public API has always offered these; they live in the client now (sdk/client/kv.ts). */
 export { isCasConflict, openBucket };
