@@ -6,6 +6,7 @@
 import { assertTaskId, assertTaskName, InvalidArgumentsError, ProtocolError } from "../protocol/mod.ts";
 import {
   checkTaskOptions,
+  etaOf,
   isSignature,
   validate,
   type AnySignature,
@@ -157,13 +158,9 @@ function makeCall(target: Target, args: unknown, options: CallOptions, immutable
   const { id, countdown, eta, meta, link, linkError, ...taskOptions } = options;
   checkTaskOptions(taskOptions as Record<string, unknown>, `call("${task}")`);
   if (id !== undefined) assertTaskId(id);
-  if (countdown !== undefined && (typeof countdown !== "number" || !Number.isFinite(countdown) || countdown < 0)) {
-    throw new ProtocolError(`call("${task}"): option "countdown" = ${JSON.stringify(countdown)} must be a non-negative number of seconds`);
-  }
-  const etaMs = eta instanceof Date ? eta.getTime() : eta;
-  if (etaMs !== undefined && (typeof etaMs !== "number" || !Number.isFinite(etaMs))) {
-    throw new ProtocolError(`call("${task}"): option "eta" = ${JSON.stringify(eta)} must be a Date or epoch milliseconds`);
-  }
+  // Checked now; a countdown is stored as such and counts from when the call is sent.
+  const checkedEta = etaOf(eta, countdown, 0, `call("${task}")`);
+  const etaMs = countdown === undefined ? checkedEta : undefined;
   if (meta !== undefined && (typeof meta !== "object" || meta === null || Array.isArray(meta))) {
     throw new ProtocolError(`call("${task}"): option "meta" must be a plain object`);
   }

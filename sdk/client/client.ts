@@ -30,6 +30,7 @@ import {
 } from "../protocol/mod.ts";
 import {
   checkTaskOptions,
+  etaOf,
   isSignature,
   taskMessage,
   validate,
@@ -55,9 +56,9 @@ import { Router, UnknownQueueError, type RouteFunction } from "./routing.ts";
 export interface SendOptions extends TaskOptions {
   /** Use this task id instead of a generated UUID (it must be unique: it is the dedupe key). */
   id?: string;
-  /** Do not run before this time. */
+  /** Do not run before this time (a valid Date or epoch ms; not together with `countdown`). */
   eta?: Date | number;
-  /** Do not run before this many seconds from now. */
+  /** Do not run before this many seconds from now (≥ 0; not together with `eta`). */
   countdown?: number;
   /** Plain data carried with the task (tracing, parent ids). */
   meta?: Record<string, unknown>;
@@ -329,9 +330,9 @@ export class Client implements AsyncDisposable {
     if (givenId !== undefined) assertTaskId(givenId);
     const id = givenId ?? (idempotencyKey !== undefined ? idempotentId(idempotencyKey) : randomTaskId());
     const now = Date.now();
+    const etaMs = eta === undefined && countdown === undefined ? undefined : etaOf(eta, countdown, now, `send("${name}")`);
     const route = this.router.route(name, sig, taskOptions.queue, args);
     const queue = route.queue;
-    const etaMs = eta instanceof Date ? eta.getTime() : eta ?? (countdown !== undefined ? now + countdown * 1000 : undefined);
     const message = taskMessage({ id, task: name, args, queue, sentAt: now, replyTo: reply ? `${this.#replyPrefix}.${id}` : undefined, eta: etaMs, meta, callbacks }, o);
     // Encoded once: the task-sent event copies its id, task, queue and args bytes.
     const { body, sentEvent } = encodeTask(message, this.#events !== undefined, this.#events?.valueLimit);

@@ -18,6 +18,7 @@ export {
   type ArgsInput,
   type ArgsOutput,
   checkTaskOptions,
+  etaOf,
   isSignature,
   isStandardSchema,
   type ResultInput,

@@ -175,6 +175,31 @@ export function checkTaskOptions(options: Record<string, unknown>, where: string
 }
 
 /** What a sender knows of one task besides its options. */
+/**
+ * Checks a send's `eta` (a Date or epoch milliseconds) and `countdown` (seconds from now, ≥ 0) and
+ * returns the ETA in epoch ms, or undefined for "now". An invalid date, NaN, a string or both at
+ * once are refused with a message naming the option: sent as they were, the task ran at once or
+ * was dead-lettered by the worker. (Celery lets `countdown` win over `eta` silently.)
+ */
+export function etaOf(eta: unknown, countdown: unknown, now: number, where: string): number | undefined {
+  if (eta !== undefined && countdown !== undefined) {
+    throw new ProtocolError(`${where}: give "eta" or "countdown", not both`);
+  }
+  if (countdown !== undefined) {
+    if (typeof countdown !== "number" || !Number.isFinite(countdown) || countdown < 0) {
+      throw new ProtocolError(`${where}: option "countdown" = ${JSON.stringify(countdown)} must be a non-negative number of seconds`);
+    }
+    return now + countdown * 1000;
+  }
+  if (eta === undefined) return undefined;
+  const ms = eta instanceof Date ? eta.getTime() : eta;
+  if (typeof ms !== "number" || !Number.isFinite(ms)) {
+    const shown = eta instanceof Date ? "an invalid Date" : JSON.stringify(eta);
+    throw new ProtocolError(`${where}: option "eta" = ${shown} must be a valid Date or epoch milliseconds`);
+  }
+  return ms;
+}
+
 export interface TaskMessageFields {
   id: string;
   task: string;

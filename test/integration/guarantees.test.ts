@@ -5,7 +5,7 @@ import * as v from "valibot";
 import { NatsServer } from "../../sdk/testing/mod.ts";
 import { RemoteTaskError, signature, STATE, TaskRevokedError } from "../../sdk/client/mod.ts";
 import { NonRetryableError } from "../../sdk/worker/mod.ts";
-import { encode, PROTOCOL_VERSION } from "../../sdk/protocol/mod.ts";
+import { encode, PROTOCOL_VERSION, ProtocolError } from "../../sdk/protocol/mod.ts";
 import { client, eventually, freshNamespace, worker } from "./helpers.ts";
 
 let server: NatsServer;
@@ -115,6 +115,26 @@ describe("guarantees", () => {
     const delay = ranAt[1]! - sentAt;
     assert.ok(delay >= 1500 && delay < 2500, `ran ${delay} ms after sending (due at 1500, within 1 s)`);
     assert.equal((await jsm.streams.info(c.names.scheduledStream)).state.messages, 0);
+  });
+
+  test("eta - an invalid eta or countdown is refused at the client, naming the option, and nothing is stored", async () => {
+    const ns = freshNamespace();
+    await using c = await client(server, ns, { events: false });
+    const bad: [Record<string, unknown>, RegExp][] = [
+      [{ eta: new Date("next tuesday") }, /option "eta" = an invalid Date must be a valid Date or epoch milliseconds/],
+      [{ eta: "2099-01-01T00:00:00Z" }, /option "eta" = "2099-01-01T00:00:00Z" must be a valid Date/],
+      [{ eta: Number.NaN }, /option "eta"/],
+      [{ countdown: Number.NaN }, /option "countdown" = null must be a non-negative number of seconds/],
+      [{ countdown: "10" }, /option "countdown" = "10"/],
+      [{ countdown: -1 }, /option "countdown" = -1/],
+      [{ eta: Date.now() + 1000, countdown: 1 }, /give "eta" or "countdown", not both/],
+    ];
+    for (const [options, message] of bad) {
+      await assert.rejects(c.send(stamp, { tag: "bad" }, options as never), (err: Error) => err instanceof ProtocolError && message.test(err.message), JSON.stringify(options));
+    }
+    const jsm = await c.jsm();
+    await c.ensureTopology();
+    for (const stream of [c.names.tasksStream, c.names.scheduledStream]) assert.equal((await jsm.streams.info(stream)).state.messages, 0, stream);
   });
 
   test("eta - a task due in a few ms (scheduler slack, or sent straight to its queue) still never starts before its ETA", async () => {
