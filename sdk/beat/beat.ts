@@ -121,6 +121,8 @@ export function serverSupportsSchedules(version: string | undefined): boolean {
 
 const MS = 1000;
 const DROP_COUNT_LIMIT = 10_000;
+/** A tick sent within this of its time is on time, whatever `graceSeconds` says. */
+const MIN_GRACE_MS = 1000;
 /** Send failures that no retry can fix: the tick is reported and skipped instead of retried. */
 const PERMANENT_SEND_ERRORS = new Set(["InvalidArgumentsError", "ProtocolError", "PayloadTooLargeError"]);
 
@@ -179,6 +181,7 @@ export class Beat implements AsyncDisposable {
     for (const s of this.#schedules) {
       if (names.has(s.name)) throw new BeatScheduleError(`beat schedule ${JSON.stringify(s.name)} is declared twice`);
       names.add(s.name);
+      if (s.options.queue !== undefined) client.router.declare(s.options.queue);
       if (isSignature(s.task)) {
         const checked = validate(s.task.args, s.args);
         if (!(checked instanceof Promise) && !checked.ok) {
@@ -189,8 +192,14 @@ export class Beat implements AsyncDisposable {
     const leaseSeconds = options.leaseSeconds ?? 10;
     if (!(leaseSeconds > 0)) throw new RangeError(`leaseSeconds must be > 0, not ${leaseSeconds}`);
     this.#leaseMs = leaseSeconds * MS;
-    this.#graceMs = (options.graceSeconds ?? 2 * leaseSeconds) * MS;
-    this.#maxCatchUp = Math.max(1, options.maxCatchUp ?? 1000);
+    const graceSeconds = options.graceSeconds ?? 2 * leaseSeconds;
+    if (!(Number.isFinite(graceSeconds) && graceSeconds >= 0)) throw new RangeError(`graceSeconds must be a number ≥ 0, not ${graceSeconds}`);
+    // The loop wakes a millisecond after a tick and a send takes a few: with no slack at all every
+    // tick would count as late.
+    this.#graceMs = Math.max(graceSeconds * MS, MIN_GRACE_MS);
+    const maxCatchUp = options.maxCatchUp ?? 1000;
+    if (!(Number.isInteger(maxCatchUp) && maxCatchUp >= 1)) throw new RangeError(`maxCatchUp must be an integer ≥ 1, not ${maxCatchUp}`);
+    this.#maxCatchUp = maxCatchUp;
     this.#now = options.now ?? Date.now;
     this.identity = options.identity ?? `beat-${crypto.randomUUID().slice(0, 8)}`;
     this.#log = options.logger ?? createBeatLogger(options.logLevel ?? "info", { beat: this.identity });
@@ -353,6 +362,11 @@ export class Beat implements AsyncDisposable {
       // Another replica may have advanced any schedule while we did not lead: read them all again.
       this.#last.clear();
       this.#lastTerm = lease.term;
+      try {
+        await this.#forgetRemoved(kv);
+      } catch (err) {
+        this.#log.warn(`beat could not forget removed schedules: ${(err as Error).message}`);
+      }
     }
     this.#backlog = false;
     for (const s of this.#schedules) {
@@ -369,13 +383,16 @@ export class Beat implements AsyncDisposable {
   async #evaluateSchedule(kv: KV, s: Schedule, at: number, term: number, report: TickReport): Promise<void> {
     let last = this.#last.get(s.name);
     if (!last) {
-      last = await this.#readLast(kv, s.name);
-      if (!last) {
-        // Never run: start from now (ticks before the first start are not "missed").
-        last = await this.#storeLast(kv, s, { tick: at, revision: 0 }, at, undefined, term);
+      const stored = await this.#readLast(kv, s.name);
+      if (stored.tick === undefined) {
+        // Never run (or forgotten, see #forgetRemoved): start from now; ticks before the first
+        // start are not "missed". An unreadable record is replaced on its revision.
+        if (stored.unreadable) this.#log.warn(`beat schedule ${s.name}: its stored progress is unreadable; starting it from now`);
+        last = await this.#storeLast(kv, s, { tick: at, revision: stored.revision }, at, undefined, term);
         this.#last.set(s.name, last);
         return;
       }
+      last = { tick: stored.tick, revision: stored.revision };
       this.#last.set(s.name, last);
     }
     if (at <= last.tick) return;
@@ -391,7 +408,13 @@ export class Beat implements AsyncDisposable {
       }
       fire = due.map((tick) => ({ tick, late: tick < cutoff }));
     } else {
-      const onTime = ticksBetween(s, Math.max(last.tick, cutoff - 1), at, this.#maxCatchUp);
+      const onTime = ticksBetween(s, Math.max(last.tick, cutoff - 1), at, this.#maxCatchUp + 1);
+      if (onTime.length > this.#maxCatchUp) {
+        // More on-time ticks than one evaluation sends: the rest go next, at once (not dropped).
+        onTime.length = this.#maxCatchUp;
+        through = onTime.at(-1)!;
+        this.#backlog = true;
+      }
       fire = onTime.map((tick) => ({ tick, late: false }));
       const firstDue = nextTick(s, last.tick);
       if (firstDue !== undefined && firstDue < cutoff) {
@@ -430,20 +453,46 @@ export class Beat implements AsyncDisposable {
       lastId = id;
       report.fired.push({ schedule: s.name, task: s.taskName, tick: f.tick, id, late: f.late });
       this.#log.debug(`beat sent ${s.taskName}`, { schedule: s.name, id, late: f.late });
+      // In a batch (a catch-up), progress is stored after every send: a crash mid-batch must not
+      // leave it before ticks already sent, which a restart after the dedupe window (120 s) would
+      // send again. One KV write per tick, only when ticks were missed.
+      if (fire.length > 1 && f !== fire.at(-1)) {
+        last = await this.#storeLast(kv, s, last, f.tick, id, term);
+        this.#last.set(s.name, last);
+      }
     }
     this.#last.set(s.name, await this.#storeLast(kv, s, last, through, lastId, term));
   }
 
-  async #readLast(kv: KV, name: string): Promise<{ tick: number; revision: number } | undefined> {
+  /**
+   * A schedule's stored progress: its last tick, or none (absent, deleted or unreadable), with the
+   * entry's revision either way (0: no entry), so the next write replaces what is there.
+   */
+  async #readLast(kv: KV, name: string): Promise<{ tick: number | undefined; revision: number; unreadable: boolean }> {
     const entry = await kv.get(lastRunKey(name));
-    if (!entry || entry.operation !== "PUT" || entry.value.length === 0) return undefined;
+    if (!entry) return { tick: undefined, revision: 0, unreadable: false };
+    if (entry.operation !== "PUT") return { tick: undefined, revision: entry.revision, unreadable: false };
     try {
       const r = decode(entry.value) as LastRun;
-      if (typeof r?.tick === "number") return { tick: r.tick, revision: entry.revision };
+      if (typeof r?.tick === "number" && Number.isFinite(r.tick)) return { tick: r.tick, revision: entry.revision, unreadable: false };
     } catch {
       /* unreadable: treated as never run */
     }
-    return undefined;
+    return { tick: undefined, revision: entry.revision, unreadable: true };
+  }
+
+  /**
+   * Deletes the progress of schedules this beat does not declare. Celery's beat drops entries that
+   * left its configuration too: a schedule removed and later added back then starts afresh,
+   * rather than counting the whole time it was away as missed ticks (a month of a 1-minute
+   * schedule replayed at once with catchUp "all").
+   */
+  async #forgetRemoved(kv: KV): Promise<void> {
+    const known = new Set(this.#schedules.map((s) => lastRunKey(s.name)));
+    const removed: string[] = [];
+    for await (const key of await kv.keys(lastRunKey(">"))) if (!known.has(key)) removed.push(key);
+    for (const key of removed) await kv.delete(key);
+    if (removed.length) this.#log.info(`beat forgot the progress of ${removed.length} schedule(s) no longer declared`, { keys: removed });
   }
 
   /**
@@ -462,7 +511,8 @@ export class Beat implements AsyncDisposable {
         return { tick: record.tick, revision };
       } catch (err) {
         if (!isCasConflict(err)) throw err;
-        base = (await this.#readLast(kv, s.name)) ?? { tick: base.tick, revision: 0 };
+        const stored = await this.#readLast(kv, s.name);
+        base = { tick: stored.tick ?? base.tick, revision: stored.revision };
       }
     }
     throw new Error(`could not store the last run of ${s.name}: too many concurrent writers`);

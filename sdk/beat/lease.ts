@@ -96,8 +96,10 @@ export class KvLease {
     const entry = await this.#kv.get(this.#key);
     const current = readRecord(entry);
     if (!current) {
+      // Absent, deleted, or unreadable (written by hand or by a newer version): taken on the
+      // stored revision, since create() would fail on an existing key and no one would ever lead.
       const record = { v: PROTOCOL_VERSION, holder: this.#holder, term: this.#term + 1, expiresAt: at + this.#leaseMs, renewedAt: at };
-      return this.#view(await this.#write(record, 0), true);
+      return this.#view(await this.#write(record, entry?.revision ?? 0), true);
     }
     const revision = entry!.revision;
     if (current.holder === this.#holder && current.term === this.#term && this.#term > 0) {

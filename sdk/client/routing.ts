@@ -89,6 +89,16 @@ export class Router {
     return route.source === "first-segment" && !typed;
   }
 
+  /**
+   * Declares `queue` as an operator's word (as settings' `queues` do): sends to it are not checked
+   * for a consumer. Beat declares its schedules' queues: a schedule is configuration, and its
+   * ticks must wait in the stream for workers that start later, as Celery's and BullMQ's do.
+   */
+  declare(queue: string): void {
+    assertToken("queue", queue);
+    this.#declared.add(queue);
+  }
+
   /** Queues named by settings (declared queues and route targets) plus `default`. */
   get declared(): ReadonlySet<string> {
     return this.#declared;

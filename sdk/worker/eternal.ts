@@ -321,7 +321,9 @@ export class EternalRunner {
     this.#setStatus(ETERNAL_STATUS.running);
     const record = this.#record(now, { term: (current?.term ?? 0) + 1 });
     try {
-      const rev = current && entry!.operation === "PUT"
+      // On the stored revision whatever it holds: a record this version cannot read, or a delete
+      // marker, is replaced too (create() would fail on the existing key for ever).
+      const rev = revision !== 0
         ? await this.#kv!.update(this.#name, encode(record), revision)
         : await this.#kv!.create(this.#name, encode(record));
       this.#mine = { record, revision: rev };

@@ -223,6 +223,97 @@ describe("beat", () => {
     await second.close();
   });
 
+  test("beat - a schedule removed and later added back starts afresh instead of replaying its absence", async () => {
+    const ns = freshNamespace("beat");
+    const cleanup: ScheduleEntry = { name: "cleanup", task: "jobs.cleanup", every: 60, catchUp: "all" };
+    const other: ScheduleEntry = { name: "other", task: "jobs.other", every: 60 };
+    const clock = { now: T0 };
+    await using c = await client(server, ns);
+    for (const [schedules, at] of [[[cleanup, other], T0], [[cleanup, other], T0 + MIN], [[other], T0 + 2 * MIN], [[other], T0 + 3 * MIN]] as const) {
+      // A new Beat (a redeploy with another configuration) each time: a new term.
+      const b = beat(c, [...schedules], clock, { leaseSeconds: 10 });
+      await b.tick(at);
+      await b.close();
+    }
+    // cleanup is back 30 days later; other ran all along (its last tick is recent).
+    const back = beat(c, [cleanup, other], clock, { leaseSeconds: 10 });
+    const at = T0 + 30 * 24 * 60 * MIN;
+    const report = await back.tick(at);
+    assert.equal(report.leader, true);
+    assert.deepEqual(report.fired.filter((f) => f.schedule === "cleanup"), [], "cleanup starts from now: its 43,000 ticks away are not missed");
+    const next = await back.tick(at + MIN);
+    assert.deepEqual(next.fired.map((f) => f.schedule).sort(), ["cleanup", "other"]);
+    await back.close();
+  });
+
+  test("beat - a catch-up stores its progress per tick (a crash mid-batch resends nothing); on-time ticks past maxCatchUp are sent next, not dropped", async () => {
+    const ns = freshNamespace("beat");
+    const clock = { now: T0 };
+    const all: ScheduleEntry = { name: "all", task: "jobs.all", every: 60, catchUp: "all" };
+    {
+      await using c = await client(server, ns);
+      const first = beat(c, [all], clock, { leaseSeconds: 10 });
+      await first.tick(T0);
+      await first.close();
+    }
+    {
+      // Ten ticks missed; the process dies while sending the sixth (its send never answers).
+      await using c = await client(server, ns);
+      let sends = 0;
+      const send = c.send.bind(c);
+      c.send = ((...a: Parameters<typeof send>) => (++sends <= 5 ? send(...a) : new Promise(() => {}))) as typeof c.send;
+      const dying = beat(c, [all], clock, { leaseSeconds: 10 });
+      void dying.tick(T0 + 10 * MIN + 1);
+      await eventually(() => sends === 6, 10_000, "the sixth send");
+      const kv = await c.jsm().then((jsm) => jsm.streams.info(`KV_${ns}_beat`));
+      assert.ok(kv.state.messages > 0);
+    }
+    await using c = await client(server, ns);
+    const after = beat(c, [all], clock, { leaseSeconds: 10 });
+    // Past the lease of the dead replica (10 s); ids are deduplicated only for 120 s, and this
+    // restart may come later: progress must say which ticks were sent.
+    const report = await after.tick(T0 + 10 * MIN + 11 * S);
+    assert.equal(report.leader, true);
+    assert.deepEqual(report.fired.map((f) => (f.tick - T0) / MIN), [6, 7, 8, 9, 10], "only the ticks the dead replica did not send");
+    await after.close();
+
+    // maxCatchUp 3 with an every-second schedule and a 20 s grace: 20 on-time ticks due at once.
+    const ns2 = freshNamespace("beat");
+    await using c2 = await client(server, ns2);
+    const sec: ScheduleEntry = { name: "sec", task: "jobs.sec", every: 1, catchUp: "skip" };
+    const b = beat(c2, [sec], clock, { leaseSeconds: 10, maxCatchUp: 3 });
+    await b.tick(T0);
+    const fired: number[] = [];
+    for (let i = 0; i < 10; i++) fired.push(...(await b.tick(T0 + 20 * S)).fired.map((f) => (f.tick - T0) / S));
+    assert.deepEqual(fired, Array.from({ length: 20 }, (_, i) => i + 1), "every on-time tick, 3 per evaluation, none dropped");
+    await b.close();
+  });
+
+  test("beat - bad options are refused; unreadable lease and progress records are replaced; a schedule's queue needs no worker yet", async () => {
+    const ns = freshNamespace("beat");
+    await using c = await client(server, ns);
+    const s: ScheduleEntry[] = [{ name: "sync", task: "jobs.sync", every: 60, options: { queue: "sync" } }];
+    const clock = { now: T0 };
+    assert.throws(() => beat(c, s, clock, { graceSeconds: Number.NaN }), /graceSeconds must be a number ≥ 0, not NaN/);
+    assert.throws(() => beat(c, s, clock, { graceSeconds: -60 }), /graceSeconds must be a number ≥ 0, not -60/);
+    assert.throws(() => beat(c, s, clock, { maxCatchUp: 0.5 }), /maxCatchUp must be an integer ≥ 1, not 0.5/);
+    // Values written by hand (`nats kv put`): neither may stop the beat for good.
+    const { openBucket, beatBucket, LEASE_KEY, lastRunKey } = await import("../../sdk/beat/mod.ts");
+    const kv = await openBucket(c, beatBucket(ns));
+    await kv.put(LEASE_KEY, new TextEncoder().encode("not a lease"));
+    await kv.put(lastRunKey("sync"), new Uint8Array());
+    // graceSeconds 0: ticks are still on time within the loop's own delay (1 s minimum).
+    const b = beat(c, s, clock, { leaseSeconds: 10, graceSeconds: 0 });
+    const first = await b.tick(T0);
+    assert.equal(first.leader, true, "the unreadable lease was taken");
+    assert.deepEqual(first.errors, {});
+    const second = await b.tick(T0 + MIN + 5);
+    assert.deepEqual(second.fired.map((f) => [f.schedule, f.late]), [["sync", false]], "sent to queue sync, which no worker has served");
+    assert.deepEqual(second.errors, {});
+    assert.equal((await storedTaskIds(c)).length, 1);
+    await b.close();
+  });
+
   test("beat - start() runs on the real clock, reports its state, and close() hands the lease over", async () => {
     const ns = freshNamespace("beat");
     await using c = await client(server, ns);
