@@ -7,6 +7,20 @@ import { Kvm, type KvWatchEntry } from "@nats-io/kv";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { decodeRevocation, UnsupportedVersionError, type Revocation } from "../protocol/mod.ts";
 
+/**
+ * Waits for `promise` at most `ms`; true if it settled in time. The timer is cleared either way:
+ * a pending one would keep the process alive (for up to `ms`) after the worker has closed.
+ */
+export async function settledWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<false>((r) => (timer = setTimeout(() => r(false), ms)));
+  try {
+    return await Promise.race([promise.then(() => true, () => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Follows the revocations bucket. */
 export class Revocations {
   readonly #byId = new Map<string, Revocation>();
@@ -50,7 +64,7 @@ export class Revocations {
       }
     })();
     // A watch that never reports its last stored entry must not block start-up forever.
-    await Promise.race([this.#ready, new Promise((r) => setTimeout(r, 5000))]);
+    await settledWithin(this.#ready, 5000);
   }
 
   /** The revocation of `id`, if it is revoked and the revocation has not expired. */

@@ -57,7 +57,7 @@ import { deliveryCountOf, encodeRecord, TaskEvents, type EncodedRecord } from ".
 import { QueuePuller } from "./puller.ts";
 import { HAND_BACK_AFTER_MS, PrefetchWindow } from "./prefetch.ts";
 import { ensurePriorityConsumers, PriorityPuller, PRIORITY_LEVELS } from "./priority_puller.ts";
-import { Revocations } from "./revocations.ts";
+import { Revocations, settledWithin } from "./revocations.ts";
 import { handleScheduled } from "./scheduler.ts";
 
 /**
@@ -1519,9 +1519,8 @@ export class Worker implements AsyncDisposable {
     for (const f of waiting) this.#finishFlight(f, ACK.nak);
     if (!this.#idle()) {
       const idle = new Promise<void>((r) => (this.#onIdle = r));
-      const timer = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), graceMs));
-      if ((await Promise.race([idle, timer])) === "timeout") this.#coldStop();
-      await Promise.race([idle, new Promise((r) => setTimeout(r, 2000))]);
+      if (!(await settledWithin(idle, graceMs))) this.#coldStop();
+      await settledWithin(idle, 2000);
     }
     clearInterval(this.#sweepTimer);
     await this.#pool?.close({ graceMs: 0 });

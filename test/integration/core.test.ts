@@ -195,6 +195,29 @@ describe("core", () => {
     }
   });
 
+  test("worker - after close() nothing of the worker or its client keeps the process alive", async () => {
+    // A script that runs a worker and closes it must exit by itself; a pending timer held it for
+    // up to the 30 s grace (close() raced idleness with an uncleared timer) or 5 s (revocations).
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
+    const before = timers();
+    const ns = freshNamespace();
+    let started = false;
+    const w = worker(server, ns).implement(slow, async ({ ms }) => {
+      started = true;
+      await new Promise((r) => setTimeout(r, ms));
+      return { slept: ms };
+    });
+    await w.start();
+    const c = await client(server, ns);
+    const h = await c.send(slow, { ms: 300 });
+    // Closed while the task runs: close() waits for it (warm shutdown).
+    await eventually(() => started, 10_000, "the task to start");
+    await w.close();
+    assert.deepEqual(await h.result({ timeout: 10_000 }), { slept: 300 });
+    await c.close();
+    assert.equal(timers(), before, `timers left: ${process.getActiveResourcesInfo().join(", ")}`);
+  });
+
   test("client - send() returns a handle whose status, ready and result follow the task", async () => {
     const ns = freshNamespace();
     await using c = await client(server, ns);
