@@ -1,7 +1,7 @@
 /** Link and error-link callbacks, and the hook the worker calls after a task's final record. */
 import { STATE, type ResultRecord, type TaskMessage } from "../protocol/mod.ts";
 import { callbackNode, type CallNode, type Node } from "./compile.ts";
-import { argsFor, failureInput, Launcher, recordMember, type CanvasClient, type Membership } from "./runtime.ts";
+import { argsFor, failureInput, Launcher, recordMember, stopChain, type CanvasClient, type Membership } from "./runtime.ts";
 import type { Call } from "./shapes.ts";
 
 export type { CanvasClient } from "./runtime.ts";
@@ -73,12 +73,18 @@ export async function afterTask(client: CanvasClient, task: TaskMessage, record:
     send(callbacks.link, "l", input);
     if (callbacks.next) jobs.push(launcher.launch(callbacks.next, input, callbacks.member ? { member: callbacks.member } : {}));
     else if (callbacks.member) jobs.push(recordMember(client, callbacks.member));
-  } else if (record.state === STATE.failure) {
-    send(callbacks.linkError, "e", failureInput(record));
-    if (callbacks.member) jobs.push(recordMember(client, callbacks.member));
-  } else if (record.state === STATE.revoked && callbacks.member) {
-    // A revoked member still counts (as an error), or its chord would wait for ever.
-    jobs.push(recordMember(client, callbacks.member));
+  } else if (record.state === STATE.failure || record.state === STATE.revoked) {
+    if (record.state === STATE.failure) send(callbacks.linkError, "e", failureInput(record));
+    // The rest of the chain never runs: its last tasks get this record's state and error (so the
+    // chain's handle, or the chord counting it, sees the real error), stored before the member
+    // counts. A revoked member still counts (as an error), or its chord would wait for ever.
+    const { next, member } = callbacks;
+    if (next || member) {
+      jobs.push((async () => {
+        if (next) await stopChain(client, next, record);
+        if (member) await recordMember(client, member);
+      })());
+    }
   }
   if (!jobs.length) return;
   await Promise.all(jobs);

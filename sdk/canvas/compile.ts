@@ -373,11 +373,11 @@ function toPlan(n: N): Plan {
   }
 }
 
-/** The tasks that finish `node` (one, or one per member of a final group), with their names. */
-export function tails(node: Node): { id: string; task: string }[] {
+/** The calls that finish `node` (one, or one per member of a final group). */
+export function tails(node: Node): (CallNode & { id: string })[] {
   switch (node.kind) {
     case "call":
-      return [{ id: node.id!, task: node.task }];
+      return [node as CallNode & { id: string }];
     case "chain":
       return tails(node.steps[node.steps.length - 1]!);
     case "group":

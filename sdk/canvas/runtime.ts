@@ -19,6 +19,7 @@ import {
   EVENT,
   FINAL_STATES,
   HEADER,
+  PayloadTooLargeError,
   PROTOCOL_VERSION,
   ProtocolError,
   STATE,
@@ -54,6 +55,8 @@ export interface CanvasClient {
    * nothing when the client's events are off). `Client.pushEvent` does.
    */
   pushEvent(event: TaskEvent): void;
+  /** The connection, for the server's max_payload (1 MiB assumed without it). */
+  readonly nc?: { readonly info?: { readonly max_payload?: number } };
 }
 
 /** A chord membership: this task's outcome is member `i` of the `n` members of chord `chord`. */
@@ -61,6 +64,8 @@ export interface Membership {
   chord: string;
   i: number;
   n: number;
+  /** The tasks that finish the chord's body: failed with ChordExpiredError when the definition is gone. */
+  body?: { id: string; task: string }[];
 }
 
 /** The parent's outcome a launched canvas receives (absent when sent by a client). */
@@ -166,7 +171,20 @@ export function ensureChordBucket(client: CanvasClient): Promise<void> {
   return p;
 }
 
-/** Sends canvases as tasks; their `task-sent` events go into the client's event batches (pushEvent). */
+/** One message a launch publishes: a chord's definition (stored first) or a task. */
+interface Outgoing {
+  kind: "spec" | "task";
+  subject: string;
+  data: Uint8Array;
+  headers?: MsgHdrs;
+  event?: TaskEvent;
+}
+
+/**
+ * Sends canvases as tasks; their `task-sent` events go into the client's event batches (pushEvent).
+ * A launch builds and encodes every message first (refusing one larger than the server's
+ * max_payload with PayloadTooLargeError), then publishes: nothing is sent when one cannot be.
+ */
 export class Launcher {
   constructor(
     readonly client: CanvasClient,
@@ -175,30 +193,44 @@ export class Launcher {
 
   /** Sends `node`; `input` is the parent's outcome, `then` what follows it and the membership it carries. */
   async launch(node: Node, input: Input | undefined, then: { next?: Node; member?: Membership } = {}): Promise<void> {
+    const out: Outgoing[] = [];
+    this.#build(node, input, then, out, Date.now());
+    const specs = out.filter((o) => o.kind === "spec");
+    if (specs.length) {
+      await ensureChordBucket(this.client);
+      // Stored once, before any member can finish: a rerun of the sender finds it and keeps it.
+      await Promise.all(specs.map((o) => kvCreate(this.client, o.subject, o.data)));
+    }
+    await Promise.all(out.filter((o) => o.kind === "task").map(async (o) => {
+      await this.client.publisher.publish(o.subject, o.data, o.headers);
+      if (o.event) this.client.pushEvent(o.event);
+    }));
+  }
+
+  #build(node: Node, input: Input | undefined, then: { next?: Node; member?: Membership }, out: Outgoing[], now: number): void {
     switch (node.kind) {
       case "call":
-        return this.#sendCall(node, input, then);
+        return this.#buildCall(node, input, then, out, now);
       case "chain": {
         const [first, ...rest] = node.steps;
         if (!first) return;
         // Every step but the last is a call: the rest travels in its callbacks.
         const tail = then.next ? [...rest, then.next] : rest;
         const next: Node | undefined = tail.length === 0 ? undefined : tail.length === 1 ? tail[0] : { kind: "chain", steps: tail };
-        return this.launch(first, input, { next, member: then.member });
+        return this.#build(first, input, { next, member: then.member }, out, now);
       }
       case "group":
         if (then.next || then.member) throw new ProtocolError(`group ${node.id} cannot be followed here: this canvas was not compiled by apply()`);
-        await Promise.all(node.members.map((m) => this.launch(m, input)));
+        for (const m of node.members) this.#build(m, input, {}, out, now);
         return;
       case "chord":
-        return this.#sendChord(node, input, then);
+        return this.#buildChord(node, input, then, out, now);
     }
   }
 
-  async #sendCall(node: CallNode, input: Input | undefined, then: { next?: Node; member?: Membership }): Promise<void> {
+  #buildCall(node: CallNode, input: Input | undefined, then: { next?: Node; member?: Membership }, out: Outgoing[], now: number): void {
     if (!node.id) throw new ProtocolError(`call "${node.task}" has no id: send canvases with apply()`);
     const o = node.options ?? {};
-    const now = Date.now();
     const queue = o.queue ?? DEFAULT_QUEUE;
     const meta: Record<string, unknown> = { ...(o.meta ?? {}), rootId: this.origin.rootId };
     if (this.origin.parentId !== undefined) meta.parentId = this.origin.parentId;
@@ -212,38 +244,49 @@ export class Launcher {
       { id: node.id, task: node.task, args: argsFor(node, input) ?? null, queue, sentAt: now, eta, meta, ...(Object.keys(callbacks).length ? { callbacks } : {}) },
       o,
     );
+    const data = encode(message);
+    checkSize(this.client, data, `task "${node.task}" (${node.id})`);
     const h = natsHeaders();
     h.set(HEADER.msgId, node.id);
     h.set(HEADER.task, node.task);
-    const n = this.client.names;
-    await this.client.publisher.publish(n.subjectFor(message, now), encode(message), h);
     const event: TaskEvent = { type: EVENT.sent, id: node.id, task: node.task, queue, at: now, args: message.args };
     if (eta !== undefined) event.eta = eta;
     if (message.expires !== undefined) event.expires = message.expires;
     if (o.priority) event.priority = o.priority;
-    this.client.pushEvent(event);
+    out.push({ kind: "task", subject: this.client.names.subjectFor(message, now), data, headers: h, event });
   }
 
-  async #sendChord(node: ChordNode, input: Input | undefined, then: { next?: Node; member?: Membership }): Promise<void> {
+  #buildChord(node: ChordNode, input: Input | undefined, then: { next?: Node; member?: Membership }, out: Outgoing[], now: number): void {
     if (then.next) throw new ProtocolError(`chord ${node.id} cannot be followed here: this canvas was not compiled by apply()`);
     const body = node.body;
     if (node.header.length === 0) {
       // Nothing to wait for: the body runs at once with no results.
-      return this.launch(body, { value: [] }, { member: then.member });
+      return this.#build(body, { value: [] }, { member: then.member }, out, now);
     }
-    await ensureChordBucket(this.client);
     const spec: ChordSpec = {
       v: PROTOCOL_VERSION, id: node.id, n: node.header.length, ids: node.header.map((m) => tails(m)[0]!.id),
       body, onError: node.onError, rootId: this.origin.rootId,
     };
     if (node.linkError?.length) spec.linkError = node.linkError;
     if (then.member) spec.member = then.member;
-    // Stored once, before any member can finish: a rerun of the sender finds it and keeps it.
-    await kvCreate(this.client, specSubject(this.client.names, node.id), encode(spec));
+    const data = encode(spec);
+    checkSize(this.client, data, `the definition of chord ${node.id}`);
+    out.push({ kind: "spec", subject: specSubject(this.client.names, node.id), data });
     const n = node.header.length;
-    await Promise.all(node.header.map((m, i) => this.launch(m, input, { member: { chord: node.id, i, n } })));
+    // Each member carries the body's tasks, so the body can still be failed if the definition expired.
+    const bodyTails = tails(body).map((t) => ({ id: t.id, task: t.task }));
+    node.header.forEach((m, i) => this.#build(m, input, { member: { chord: node.id, i, n, body: bodyTails } }, out, now));
   }
+}
 
+/** The largest message the client's server accepts, less room for headers and subject. */
+function maxMessage(client: CanvasClient): number {
+  return (client.nc?.info?.max_payload ?? 1024 * 1024) - 512;
+}
+
+function checkSize(client: CanvasClient, data: Uint8Array, what: string): void {
+  const max = maxMessage(client);
+  if (data.length > max) throw new PayloadTooLargeError(data.length, max, what);
 }
 
 /**
@@ -277,6 +320,7 @@ export function recordMember(client: CanvasClient, m: Membership): Promise<void>
   if (!perClient) counters.set(client, (perClient = new Map()));
   let batch = perClient.get(m.chord);
   if (!batch) perClient.set(m.chord, (batch = { n: m.n, indexes: [], waiters: [], running: false }));
+  if (m.body && !batch.body) batch.body = m.body;
   const b = batch;
   const done = new Promise<void>((resolve, reject) => b.waiters.push({ resolve, reject }));
   b.indexes.push(m.i);
@@ -286,6 +330,7 @@ export function recordMember(client: CanvasClient, m: Membership): Promise<void>
 
 interface Batch {
   n: number;
+  body?: Membership["body"];
   indexes: number[];
   waiters: { resolve: () => void; reject: (err: unknown) => void }[];
   running: boolean;
@@ -298,7 +343,7 @@ async function drain(client: CanvasClient, chordId: string, b: Batch, perClient:
     const indexes = b.indexes.splice(0);
     const waiters = b.waiters.splice(0);
     try {
-      await setMembers(client, chordId, b.n, indexes);
+      await setMembers(client, chordId, b.n, indexes, b.body);
       for (const w of waiters) w.resolve();
     } catch (err) {
       for (const w of waiters) w.reject(err);
@@ -308,7 +353,7 @@ async function drain(client: CanvasClient, chordId: string, b: Batch, perClient:
   perClient.delete(chordId);
 }
 
-async function setMembers(client: CanvasClient, chordId: string, n: number, indexes: number[]): Promise<void> {
+async function setMembers(client: CanvasClient, chordId: string, n: number, indexes: number[], body: Membership["body"]): Promise<void> {
   const jsm = await requireJsm(client);
   const stream = `KV_${chordBucket(client.names)}`;
   const subject = stateSubject(client.names, chordId);
@@ -323,40 +368,125 @@ async function setMembers(client: CanvasClient, chordId: string, n: number, inde
         continue;
       }
     }
-    if (!state.sent && countBits(state.done) >= state.n) await finishChord(client, chordId);
+    if (!state.sent && countBits(state.done) >= state.n) await finishChord(client, chordId, body);
     return;
   }
 }
 
-/** Reads the chord's spec and members' records, sends the body (or fails it), then marks it sent. */
-async function finishChord(client: CanvasClient, chordId: string): Promise<void> {
+/**
+ * Reads the chord's spec and members' records, sends the body (or fails it), then marks it sent.
+ * What cannot succeed on a rerun is settled here rather than thrown (a throw hands the member's
+ * message back, to run again): a definition that expired, a body too large to send.
+ */
+async function finishChord(client: CanvasClient, chordId: string, body: Membership["body"]): Promise<void> {
   const jsm = await requireJsm(client);
   const names = client.names;
   const stored = await jsm.streams.getMessage(`KV_${chordBucket(names)}`, { last_by_subj: specSubject(names, chordId) });
-  if (!stored) throw new ProtocolError(`chord ${chordId}: its definition is gone (it expires with the results, after resultExpires): its body cannot be sent`);
+  if (!stored) {
+    // Expired with the results (after resultExpires): the body cannot be sent, ever. Fail the
+    // body's record when the member says which tasks those are, and settle the chord.
+    const error: ErrorShape = {
+      type: "ChordExpiredError",
+      message: `chord ${chordId}: its definition expired (chord state is kept for resultExpires, ${client.settings?.resultExpires ?? 86_400} s) before its last member finished: its body was not sent`,
+      retryable: false,
+    };
+    await writeRecords(client, body ?? [], STATE.failure, error, false);
+    await markSent(client, chordId);
+    return;
+  }
   const spec = decode(stored.data) as ChordSpec;
   const records = await readRecords(jsm, names, spec.ids);
   const launcher = new Launcher(client, { parentId: chordId, rootId: spec.rootId });
   const errors = records.flatMap((r, index) => (r.state === STATE.success ? [] : [{ index, id: spec.ids[index]!, error: r.error ?? missingError(spec.ids[index]!) }]));
+  let failure: ErrorShape | undefined;
   if (errors.length === 0 || spec.onError === "partial") {
     const results = records.map((r, index) => (r.state === STATE.success ? r.result : { error: r.error ?? missingError(spec.ids[index]!) }));
-    await launcher.launch(spec.body, { value: results }, spec.member ? { member: spec.member } : {});
+    try {
+      await launcher.launch(spec.body, { value: results }, spec.member ? { member: spec.member } : {});
+    } catch (err) {
+      // Nothing of the body was sent (a launch checks every size first), and never will be.
+      if (!(err instanceof PayloadTooLargeError)) throw err;
+      failure = { type: err.name, message: `chord ${chordId}: its body cannot be sent: ${err.message}`, retryable: false };
+    }
   } else {
-    const error = new ChordError(chordId, errors, spec.n).toShape();
-    const bodyTails = tails(spec.body);
-    const now = Date.now();
-    // The body never runs: its record says why, so its handle rejects with the ChordError.
-    await Promise.all(bodyTails.map((t) => {
-      const record: ResultRecord = { v: PROTOCOL_VERSION, id: t.id, task: t.task, state: STATE.failure, error, finishedAt: now };
-      client.pushEvent({ type: EVENT.failed, id: t.id, task: t.task, at: now, error });
-      return client.publisher.publish(names.resultSubject(t.id), encode({ kind: "result", ...record }));
-    }));
-    const first = bodyTails[0]!;
-    const input: Input = { value: { taskId: first.id, task: first.task, chordId, error } };
-    await Promise.all((spec.linkError ?? []).map((l) => launcher.launch(l, input)));
-    if (spec.member) await recordMember(client, spec.member);
+    failure = new ChordError(chordId, errors, spec.n).toShape();
   }
+  if (failure) await failBody(client, launcher, chordId, spec, failure);
   await markSent(client, chordId);
+}
+
+/**
+ * The body never runs: its record (each tail task's) says why, so its handle rejects; the chord's
+ * error callbacks and the body's own are sent with `{ taskId, task, chordId, error }`, and an
+ * enclosing chord counts this one as a failed member.
+ */
+async function failBody(client: CanvasClient, launcher: Launcher, chordId: string, spec: ChordSpec, error: ErrorShape): Promise<void> {
+  const bodyTails = tails(spec.body);
+  await writeRecords(client, bodyTails, STATE.failure, error, false);
+  const inputFor = (t: { id: string; task: string }): Input => ({ value: { taskId: t.id, task: t.task, chordId, error } });
+  const chordCallbacks = spec.linkError ?? [];
+  const jobs = chordCallbacks.map((l) => launcher.launch(l, inputFor(bodyTails[0]!)));
+  // The body's own error callbacks (Celery's chord_error_from_stack calls them). The chord's own
+  // are copied onto its body at compile time (for when the body fails): those are sent above, once.
+  const known = chordCallbacks.map(shapeKey);
+  for (const t of bodyTails) {
+    (t.linkError ?? []).forEach((l, k) => {
+      if (known.some((key) => sameBytes(key, shapeKey(l)))) return;
+      jobs.push(launcher.launch(l.kind === "call" && !l.id ? { ...l, id: `${t.id}.e${k}` } : l, inputFor(t)));
+    });
+  }
+  await Promise.all(jobs);
+  if (spec.member) await recordMember(client, spec.member);
+}
+
+/**
+ * Stores a final record (FAILURE or REVOKED with `error`) for tasks that will never run. With
+ * `onlyIfAbsent`, a task that already has a record (it ran: an earlier run of its parent sent it)
+ * keeps it.
+ */
+async function writeRecords(client: CanvasClient, targets: { id: string; task: string }[], state: ResultRecord["state"], error: ErrorShape, onlyIfAbsent: boolean): Promise<void> {
+  const now = Date.now();
+  const names = client.names;
+  await Promise.all(targets.map(async (t) => {
+    const record: ResultRecord = { v: PROTOCOL_VERSION, id: t.id, task: t.task, state, error, finishedAt: now };
+    const data = encode({ kind: "result", ...record });
+    if (onlyIfAbsent) {
+      if (!(await kvCreate(client, names.resultSubject(t.id), data))) return;
+    } else {
+      await client.publisher.publish(names.resultSubject(t.id), data);
+    }
+    client.pushEvent(state === STATE.revoked ? { type: EVENT.revoked, id: t.id, task: t.task, at: now, reason: error.message } : { type: EVENT.failed, id: t.id, task: t.task, at: now, error });
+  }));
+}
+
+/**
+ * A task that carries the rest of its chain (`next`) failed or was revoked: the rest never runs.
+ * Its last tasks are recorded with the same state and error, so a handle waiting on them (a chain's
+ * result, a chord counting the chain as a member) gets the real error instead of waiting.
+ */
+export function stopChain(client: CanvasClient, next: Node, record: ResultRecord): Promise<void> {
+  return writeRecords(client, tails(next), record.state, record.error ?? { type: "TaskError", message: `task ${record.id} ended ${record.state}`, retryable: false }, true);
+}
+
+/** A callback's shape without its ids (derived from where it sits), to recognise the same callback twice. */
+function shapeKey(n: Node): Uint8Array {
+  const strip = (x: Node): unknown => {
+    switch (x.kind) {
+      case "call":
+        return [x.task, x.args, x.immutable, x.options, x.link?.map(strip), x.linkError?.map(strip)];
+      case "chain":
+        return ["chain", x.steps.map(strip)];
+      case "group":
+        return ["group", x.members.map(strip)];
+      case "chord":
+        return ["chord", x.header.map(strip), strip(x.body), x.onError, x.linkError?.map(strip)];
+    }
+  };
+  return encode(strip(n));
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 async function markSent(client: CanvasClient, chordId: string): Promise<void> {
@@ -422,14 +552,16 @@ async function casWrite(client: CanvasClient, subject: string, state: ChordState
   }
 }
 
-/** Stores `data` under `subject` unless something is stored there already. */
-async function kvCreate(client: CanvasClient, subject: string, data: Uint8Array): Promise<void> {
+/** Stores `data` under `subject` unless something is stored there already; false when something was. */
+async function kvCreate(client: CanvasClient, subject: string, data: Uint8Array): Promise<boolean> {
   const h = natsHeaders();
   h.set("Nats-Expected-Last-Subject-Sequence", "0");
   try {
     await client.publisher.publish(subject, data, h);
+    return true;
   } catch (err) {
     if (!isWrongLastSequence(err)) throw err;
+    return false;
   }
 }
 

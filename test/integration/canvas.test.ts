@@ -43,6 +43,10 @@ const seen = signature("canvas.seen", { args: v.unknown() });
 /** Lives on its own queue, served by a worker that implements nothing else. */
 const report = signature("canvas.report", { args: v.array(v.unknown()), result: v.string(), queue: "reports" });
 const alert = signature("canvas.alert", { args: v.unknown(), queue: "reports" });
+/** A result of `n` KB. */
+const blob = signature("canvas.blob", { args: v.number(), result: v.string() });
+/** Lives on a queue no worker serves until a test starts one. */
+const later = signature("canvas.later", { args: v.number(), result: v.number(), queue: "later" });
 
 interface Counters {
   sums: unknown[][];
@@ -77,6 +81,10 @@ function mathWorker(ns: string, counters: Counters, extra: Parameters<typeof wor
     })
     .implement(pair, ([x, y]) => x + y)
     .implement(batch, (items) => items.reduce((t, x) => t + x, 0))
+    .implement(blob, (kb, ctx) => {
+      count(ctx.id);
+      return "b".repeat(kb * 1024);
+    })
     .implement(seen, (args) => {
       counters.seen.push(args);
     });
@@ -84,6 +92,31 @@ function mathWorker(ns: string, counters: Counters, extra: Parameters<typeof wor
 
 function counters(): Counters {
   return { sums: [], seen: [], runs: new Map() };
+}
+
+/** A started {@link mathWorker} and a worker on queue "reports" collecting `alert` calls (error callbacks); disposing closes both. */
+async function mathAndAlertWorkers(ns: string) {
+  const k = counters();
+  const w = mathWorker(ns, k);
+  await w.start();
+  const alerts: unknown[] = [];
+  const reports = worker(server, ns, { queues: ["reports"] }).implement(alert, (args) => {
+    alerts.push(args);
+  });
+  try {
+    await reports.start();
+  } catch (err) {
+    await w.close();
+    throw err;
+  }
+  return {
+    k,
+    alerts,
+    async [Symbol.asyncDispose]() {
+      await reports[Symbol.asyncDispose]();
+      await w[Symbol.asyncDispose]();
+    },
+  };
 }
 
 /** A fresh namespace with a started {@link mathWorker} and a client in it; disposing closes both. */
@@ -138,14 +171,8 @@ describe("canvas", () => {
 
   test("canvas - a failing chain step stops the chain and sends the chain's error callback on its worker", async () => {
     const ns = freshNamespace();
-    const k = counters();
-    await using w = mathWorker(ns, k);
-    await w.start();
-    const alerts: unknown[] = [];
-    await using reports = worker(server, ns, { queues: ["reports"] }).implement(alert, (args) => {
-      alerts.push(args);
-    });
-    await reports.start();
+    await using workers = await mathAndAlertWorkers(ns);
+    const { k, alerts } = workers;
     await using c = await client(server, ns);
     const h = await apply(c, withLinkError(chain(call(add, { a: 1, b: 1 }), call(fail), call(double)), call(alert)), { id: "broken" });
     await assert.rejects(c.task("broken.1").result({ timeout: 10_000 }), (err: RemoteTaskError) => err.remoteType === "TypeError");
@@ -153,8 +180,12 @@ describe("canvas", () => {
     const received = alerts[0] as { taskId: string; task: string; error: { type: string } };
     assert.equal(received.taskId, "broken.1");
     assert.equal(received.error.type, "TypeError");
+    // The step after the failure never runs; its record is the failed step's error, so the chain's
+    // handle rejects with it instead of waiting.
+    await assert.rejects(h.result({ timeout: 10_000 }), (err: RemoteTaskError) => err.remoteType === "TypeError");
+    assert.equal((await c.status(h.id)).state, STATE.failure);
     await settle();
-    assert.equal((await c.status(h.id)).state, STATE.pending, "the step after the failure never ran");
+    assert.equal(k.runs.get("broken.2"), undefined, "the step after the failure never ran");
     assert.equal(alerts.length, 1);
   });
 
@@ -217,14 +248,8 @@ describe("canvas", () => {
 
   test("canvas - a chord whose member fails: policy fail stores a ChordError and sends the error callback once; partial runs the callback", async () => {
     const ns = freshNamespace();
-    const k = counters();
-    await using w = mathWorker(ns, k);
-    await w.start();
-    const alerts: unknown[] = [];
-    await using reports = worker(server, ns, { queues: ["reports"] }).implement(alert, (args) => {
-      alerts.push(args);
-    });
-    await reports.start();
+    await using workers = await mathAndAlertWorkers(ns);
+    const { k, alerts } = workers;
     await using c = await client(server, ns);
     const failing = () => [call(add, { a: 1, b: 2 }), call(fail, { n: 1 }), call(fail, { n: 2 }), call(add, { a: 3, b: 4 })] as const;
 
@@ -254,6 +279,115 @@ describe("canvas", () => {
     assert.equal(got[3], 7);
     await settle();
     assert.equal(alerts.length, 1, "no error callback under policy partial");
+  });
+
+  test("canvas - a chord member that is a chain stopped early (failed or revoked step) reports that step's error", async () => {
+    await using math = await mathNamespace();
+    const { k, c } = math;
+    const header = () => [chain(call(fail, "boom"), call(double)), call(add, { a: 1, b: 1 })] as const;
+    const strict = await apply(c, chord(header(), call(sum)), { id: "stop1" });
+    await assert.rejects(strict.result({ timeout: 10_000 }), (err: RemoteTaskError) => {
+      assert.equal(err.remoteType, "ChordError");
+      const errors = (err.details as { errors: { id: string; error: { type: string; message: string } }[] }).errors;
+      assert.deepEqual(errors.map((e) => [e.id, e.error.type, e.error.message]), [["stop1.0.1", "TypeError", 'refused "boom"']]);
+      return true;
+    });
+    const partial = await apply(c, chord(header(), call(sum), { onError: "partial" }), { id: "stop2" });
+    assert.equal(await partial.result({ timeout: 10_000 }), 2);
+    assert.equal((k.sums[0]![0] as { error: { type: string } }).error.type, "TypeError");
+    // A group of chains: the stopped chain's handle rejects instead of waiting for ever.
+    const g = await apply(c, group([chain(call(fail, "x"), call(double)), call(double, 2)]));
+    assert.deepEqual((await g.results({ timeout: 10_000 })).map((r) => r.ok), [false, true]);
+
+    // A revoked first step of a chain member: its error is the revocation.
+    const h = await apply(c, chord([call(later, 1), chain(call(later, 2), call(double)), call(double, 3)], call(sum), { onError: "partial" }), { id: "stop3" });
+    await c.revoke("stop3.0", { reason: "member 0 revoked" });
+    await c.revoke("stop3.1.0", { reason: "the chain's first step revoked" });
+    await settle(300);
+    await using laterWorker = worker(server, math.ns, { queues: ["later"] }).implement(later, (x) => x);
+    await laterWorker.start();
+    assert.equal(await h.result({ timeout: 10_000 }), 6);
+    const got = k.sums[1]!.map((x) => (x as { error?: { type: string; message: string } }).error ?? x);
+    assert.deepEqual(got, [
+      { type: "TaskRevokedError", message: "member 0 revoked", retryable: false },
+      { type: "TaskRevokedError", message: "the chain's first step revoked", retryable: false },
+      6,
+    ]);
+    assert.equal((await c.status("stop3.1.1")).state, STATE.revoked);
+  });
+
+  test("canvas - a chord whose definition expired before its last member finished fails its body once, without running members again", async () => {
+    const ns = freshNamespace();
+    const k = counters();
+    // Results (and chord state) kept 2 s; the member takes 4 s.
+    await using w = mathWorker(ns, k, { resultExpires: 2 } as never);
+    await w.start();
+    await using c = await client(server, ns, { resultExpires: 2 } as never);
+    const h = await apply(c, chord([call(slowEcho, { ms: 4000, value: 1 })], call(sum)), { id: "late" });
+    await assert.rejects(h.result({ timeout: 10_000 }), (err: RemoteTaskError) => {
+      assert.equal(err.remoteType, "ChordExpiredError");
+      assert.match(err.message, /chord late: its definition expired/);
+      return true;
+    });
+    await settle(800);
+    assert.equal(k.runs.get("late.0"), 1, "the member ran once: it was acked");
+    assert.equal(k.sums.length, 0);
+    assert.equal((await chordState(c, "late"))?.sent, true, "settled: nothing retries it");
+  });
+
+  test("canvas - a chord body too large to send fails with PayloadTooLargeError; members run once", async () => {
+    const ns = freshNamespace();
+    await using workers = await mathAndAlertWorkers(ns);
+    const { k, alerts } = workers;
+    await using c = await client(server, ns);
+    // Each result fits (400 KB); the three together (1.2 MB) are above the 1 MiB max_payload.
+    const h = await apply(c, withLinkError(chord([call(blob, 400), call(blob, 400), call(blob, 400)], call(sum)), call(alert)), { id: "huge" });
+    await assert.rejects(h.result({ timeout: 10_000 }), (err: RemoteTaskError) => {
+      assert.equal(err.remoteType, "PayloadTooLargeError");
+      assert.match(err.message, /chord huge: its body cannot be sent: task "canvas\.sum" \(huge\.cb\) is \d+ bytes/);
+      return true;
+    });
+    await eventually(() => alerts.length === 1, 10_000, "the chord's error callback");
+    await settle(800);
+    assert.deepEqual([0, 1, 2].map((i) => k.runs.get(`huge.${i}`)), [1, 1, 1], "each member ran once");
+    for (const i of [0, 1, 2]) assert.equal((await c.status(`huge.${i}`)).state, STATE.success, "the members' records are kept");
+    assert.equal(k.sums.length, 0);
+    assert.equal(alerts.length, 1);
+    assert.equal((await chordState(c, "huge"))?.sent, true);
+  });
+
+  test("canvas - apply sends nothing when one message of the canvas is too large", async () => {
+    const ns = freshNamespace();
+    await using c = await client(server, ns);
+    await c.ensureTopology();
+    const huge = "x".repeat(1_100_000);
+    await assert.rejects(apply(c, chord([call(double, 1), call(double, 2), call(sum, [huge])], call(sum)), { id: "parts" }), (err: Error) => {
+      assert.equal(err.name, "PayloadTooLargeError");
+      assert.match(err.message, /task "canvas\.sum" \(parts\.2\) is \d+ bytes/);
+      return true;
+    });
+    await assert.rejects(apply(c, group([call(double, 1), call(sum, [huge])])), /PayloadTooLarge|max_payload/);
+    const jsm = await c.jsm();
+    assert.equal((await jsm.streams.info(c.names.tasksStream)).state.messages, 0, "no member was sent");
+    const spec = await jsm.streams.getMessage(`KV_${chordBucket(c.names)}`, { last_by_subj: `$KV.${chordBucket(c.names)}.spec.parts` }).catch(() => null);
+    assert.equal(spec, null, "no chord definition was stored");
+  });
+
+  test("canvas - a chord failed by policy fail sends its body's own error callbacks too, and the chord's once", async () => {
+    const ns = freshNamespace();
+    await using workers = await mathAndAlertWorkers(ns);
+    const { k, alerts } = workers;
+    await using c = await client(server, ns);
+    const h = await apply(c, withLinkError(chord([call(fail, "x"), call(add, { a: 1, b: 2 })], withLinkError(call(sum), call(seen))), call(alert)), { id: "errbacks" });
+    await assert.rejects(h.result({ timeout: 10_000 }), (err: RemoteTaskError) => err.remoteType === "ChordError");
+    await eventually(() => k.seen.length === 1 && alerts.length === 1, 10_000, "the body's and the chord's error callbacks");
+    const received = k.seen[0] as { taskId: string; chordId: string; error: { type: string } };
+    assert.equal(received.taskId, "errbacks.cb");
+    assert.equal(received.chordId, "errbacks");
+    assert.equal(received.error.type, "ChordError");
+    await settle();
+    assert.equal(k.seen.length, 1);
+    assert.equal(alerts.length, 1, "the chord's error callback (also copied onto its body) was sent once");
   });
 
   test("canvas - a member cold-closed mid-run is redelivered to another worker and the callback is sent once", async () => {

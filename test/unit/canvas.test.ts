@@ -192,7 +192,10 @@ test("canvas - apply stores a chord's definition once, then sends each member wi
   assert.deepEqual([body.id, body.n, body.ids, body.onError, (body.body as { id: string }).id], ["cd", 2, ["cd.0", "cd.1"], "fail", "cd.cb"]);
   assert.ok(c.sent.indexOf(spec) < c.sent.findIndex((s) => s.subject.startsWith("unit.tasks.")), "stored before any member is sent");
   const members = tasks(c.sent);
-  assert.deepEqual(members.map((m) => [m.id, (m.callbacks as Callbacks).member]), [["cd.0", { chord: "cd", i: 0, n: 2 }], ["cd.1", { chord: "cd", i: 1, n: 2 }]]);
+  assert.deepEqual(members.map((m) => [m.id, (m.callbacks as Callbacks).member]), [
+    ["cd.0", { chord: "cd", i: 0, n: 2, body: [{ id: "cd.cb", task: "canvas.batch" }] }],
+    ["cd.1", { chord: "cd", i: 1, n: 2, body: [{ id: "cd.cb", task: "canvas.batch" }] }],
+  ]);
   assert.equal(c.sent.find((s) => s.subject === "unit.tasks.math.0")?.headers?.get(HEADER.msgId), "cd.1");
 
   const empty = fakeClient();
@@ -223,7 +226,9 @@ test("canvas - afterTask sends the next step with the result, error callbacks wi
   assert.deepEqual(tasks(c.sent).map((m) => [m.id, m.args]), [["p.e0", { level: "high", parent: { taskId: "p", task: "canvas.add", error } }]]);
   c.sent.length = 0;
   await afterTask(c, parent, record(STATE.revoked, {}));
-  assert.equal(c.sent.length, 0, "a revoked task sends nothing");
+  assert.equal(tasks(c.sent).length, 0, "a revoked task sends nothing");
+  // The rest of its chain never runs: its last task is recorded REVOKED, created only if absent.
+  assert.deepEqual(c.sent.map((s) => [s.subject, (s.body as ResultRecord).id, (s.body as ResultRecord).state, s.headers?.get("Nats-Expected-Last-Subject-Sequence")]), [["$KV.unit_results.p.n", "p.n", STATE.revoked, "0"]]);
 });
 
 test("canvas - link() accepts calls for send(): they travel without ids and get the parent's derived ids", async () => {
