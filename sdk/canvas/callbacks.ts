@@ -1,5 +1,5 @@
 /** Link and error-link callbacks, and the hook the worker calls after a task's final record. */
-import { STATE, type ResultRecord, type TaskMessage } from "../protocol/mod.ts";
+import { PayloadTooLargeError, STATE, type ResultRecord, type TaskMessage } from "../protocol/mod.ts";
 import { callbackNode, type CallNode, type Node } from "./compile.ts";
 import { argsFor, failureInput, Launcher, recordMember, stopChain, type CanvasClient, type Membership } from "./runtime.ts";
 import type { Call } from "./shapes.ts";
@@ -65,13 +65,23 @@ export async function afterTask(client: CanvasClient, task: TaskMessage, record:
   const callbacks = task.callbacks as Callbacks | undefined;
   if (!callbacks || typeof callbacks !== "object") return;
   const launcher = new Launcher(client, { parentId: task.id, rootId: (task.meta?.rootId as string | undefined) ?? task.id });
+  // What follows can be too large to send (its args carry this task's result, merged with its
+  // own): it never will be, so it fails with that reason, and this task's message is still acked
+  // (a throw here would hand it back, run the task again, and end in the dead-letter stream).
+  const launch = (node: Node, input: { value: unknown }, member?: Membership): Promise<void> =>
+    launcher.launch(node, input, member ? { member } : {}).catch(async (err) => {
+      if (!(err instanceof PayloadTooLargeError)) throw err;
+      const error = { type: err.name, message: `not sent after ${task.id}: ${err.message}`, retryable: false };
+      await stopChain(client, node, { ...record, state: STATE.failure, error });
+      if (member) await recordMember(client, member);
+    });
   const jobs: Promise<void>[] = [];
   const send = (list: Callbacks["link"], tag: "l" | "e", value: { value: unknown }) =>
-    list?.forEach((entry, i) => jobs.push(launcher.launch(asNode(entry, `${task.id}.${tag}${i}`), value)));
+    list?.forEach((entry, i) => jobs.push(launch(asNode(entry, `${task.id}.${tag}${i}`), value)));
   if (record.state === STATE.success) {
     const input = { value: record.result };
     send(callbacks.link, "l", input);
-    if (callbacks.next) jobs.push(launcher.launch(callbacks.next, input, callbacks.member ? { member: callbacks.member } : {}));
+    if (callbacks.next) jobs.push(launch(callbacks.next, input, callbacks.member));
     else if (callbacks.member) jobs.push(recordMember(client, callbacks.member));
   } else if (record.state === STATE.failure || record.state === STATE.revoked) {
     if (record.state === STATE.failure) send(callbacks.linkError, "e", failureInput(record));

@@ -18,6 +18,7 @@ import {
   group,
   map,
   starmap,
+  withLink,
   withLinkError,
   type ApplyClient,
   type ChordState,
@@ -354,6 +355,23 @@ describe("canvas", () => {
     assert.equal(k.sums.length, 0);
     assert.equal(alerts.length, 1);
     assert.equal((await chordState(c, "huge"))?.sent, true);
+  });
+
+  test("canvas - a link whose args (the parent's result with its own) are too large fails; the parent runs once", async () => {
+    const ns = freshNamespace();
+    await using workers = await mathAndAlertWorkers(ns);
+    const { k } = workers;
+    await using c = await client(server, ns);
+    // 600 KB of result merged into 600 KB of the link's own args: 1.2 MB, above max_payload.
+    await apply(c, withLink(call(blob, 600), call(seen, { pad: "p".repeat(600 * 1024) })), { id: "biglink" });
+    await eventually(async () => (await c.status("biglink.l0")).state === STATE.failure, 10_000, "the link's FAILURE record");
+    const link = await c.status("biglink.l0");
+    assert.equal(link.record?.error?.type, "PayloadTooLargeError");
+    assert.match(link.record?.error?.message ?? "", /not sent after biglink: .* is \d+ bytes/);
+    await settle(800);
+    assert.equal(k.runs.get("biglink"), 1, "the parent ran once: its message was acked");
+    assert.equal((await c.status("biglink")).state, STATE.success);
+    assert.equal(k.seen.length, 0);
   });
 
   test("canvas - apply sends nothing when one message of the canvas is too large", async () => {
