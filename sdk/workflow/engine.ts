@@ -171,16 +171,20 @@ export async function advance(client: Client, args: LinkArgs): Promise<void> {
   if (job.state === "pending" || job.state === "running") {
     const result = args.parent;
     let children: string[] = [];
+    let groupKeys: JobRecord["groupKeys"];
     if (run.value.state !== "cancelled") {
       let items: unknown[];
+      let what = "split: ";
       try {
         items = itemsOf(stage, result);
+        what = ""; // groupKeysOf names the group stage
+        groupKeys = groupKeysOf(wf, stage, items);
       } catch (err) {
         // The downstream hand-over failed: this job shows the error, retry() runs it again.
         const e = err as Error;
         await mutate<JobRecord>(kv, jobKey(runId, jobId), (cur) =>
           cur && cur.taskId === taskId && (cur.state === "pending" || cur.state === "running")
-            ? { ...cur, state: "failed", result, finishedAt: Date.now(), error: { type: e.name || "Error", message: `split: ${e.message}` } }
+            ? { ...cur, state: "failed", result, finishedAt: Date.now(), error: { type: e?.name || "Error", message: `${what}${e?.message ?? String(err)}` } }
             : undefined);
         return;
       }
@@ -195,7 +199,7 @@ export async function advance(client: Client, args: LinkArgs): Promise<void> {
     }
     done = await mutate<JobRecord>(kv, jobKey(runId, jobId), (cur) =>
       cur && cur.taskId === taskId && (cur.state === "pending" || cur.state === "running")
-        ? { ...cur, state: "succeeded", result, finishedAt: Date.now(), children }
+        ? { ...cur, state: "succeeded", result, finishedAt: Date.now(), children, ...(groupKeys ? { groupKeys } : {}) }
         : undefined);
   }
   if (!done || done.state !== "succeeded" || done.taskId !== taskId || done.advanced) return;
@@ -209,9 +213,46 @@ async function followUp(client: Client, kv: KV, wf: Workflow, job: JobRecord): P
   const groups = [...descendants(wf, job.stage)].filter((s) => wf.stages[s]!.group);
   // Upstream groups first, so a group below another sees the one above complete.
   groups.sort((a, b) => ancestors(wf, a).size - ancestors(wf, b).size);
-  for (const g of groups) toSend.push(...(await fillGroup(client, kv, wf, runId, g, job.root)));
+  let failure: Error | undefined;
+  for (const g of groups) {
+    try {
+      toSend.push(...(await fillGroup(client, kv, wf, runId, g, job.root)));
+    } catch (err) {
+      // A group this process cannot make (a stage function it lacks, for another job's result):
+      // retrying would fail the same way, so this job fails with the reason (after its children
+      // are sent), the group waits on it, and retry() hands it over again, maybe to another worker.
+      if (!(err instanceof ProtocolError)) throw err;
+      failure = new ProtocolError(`group "${g}": ${err.message}`);
+      break;
+    }
+  }
   await sendIfRunning(client, kv, wf, runId, toSend);
-  await mutate<JobRecord>(kv, jobKey(runId, job.jobId), (cur) => (cur && cur.taskId === job.taskId && cur.state === "succeeded" && !cur.advanced ? { ...cur, advanced: true } : undefined));
+  await mutate<JobRecord>(kv, jobKey(runId, job.jobId), (cur) =>
+    cur && cur.taskId === job.taskId && cur.state === "succeeded" && !cur.advanced
+      ? failure
+        ? { ...cur, state: "failed", finishedAt: Date.now(), error: { type: failure.name, message: failure.message } }
+        : { ...cur, advanced: true }
+      : undefined);
+}
+
+/**
+ * The keys of `items` (a finished job's hand-over) in each next stage that groups by a TypeScript
+ * function, computed once, where the function is at hand (a failure fails the job), and stored with
+ * the job: filling the group later reads them, in any process.
+ */
+function groupKeysOf(wf: Workflow, stage: Stage, items: unknown[]): Record<string, string[]> | undefined {
+  let keys: Record<string, string[]> | undefined;
+  for (const n of stage.next) {
+    const by = wf.stages[n]!.group?.by;
+    if (typeof by !== "function") continue;
+    try {
+      (keys ??= {})[n] = items.map((item) => String(by(item)));
+    } catch (err) {
+      const e = err as Error;
+      throw Object.assign(new Error(`group "${n}": ${e?.message ?? String(err)}`), { name: e?.name || "Error" });
+    }
+  }
+  return keys;
 }
 
 /** Sends the pending jobs among `jobIds`, unless the run is paused or cancelled (read after they were recorded). */
@@ -238,7 +279,7 @@ function arrivalsOf(wf: Workflow, gstage: string, job: JobRecord): Arrival[] {
     id: stage.split ? `${job.jobId}~${i}` : job.jobId,
     item,
     jobId: job.jobId,
-    key: by === "workflow" ? "*" : by === "root" ? job.root : String(by(item)),
+    key: by === "workflow" ? "*" : by === "root" ? job.root : (job.groupKeys?.[gstage]?.[i] ?? String(by(item))),
   }));
 }
 
@@ -333,15 +374,24 @@ export async function pause(client: Client, runId: string): Promise<void> {
   await mutate<RunRecord>(kv, runKey(runId), (cur) => (cur && cur.state === "running" ? { ...cur, state: "paused", updatedAt: Date.now() } : undefined));
 }
 
-/** Resumes a paused run: sends every pending job. */
+/**
+ * Resumes a paused run: sends every pending job. On a running run it repairs what an outage longer
+ * than the internal tasks' retries left behind: pending jobs are sent, and a job that succeeded but
+ * was never handed on gets a new `advance` task (run by a worker, which has the stage functions).
+ */
 export async function resume(client: Client, runId: string): Promise<void> {
   const kv = await workflowKv(client);
   const run = await requireRun(kv, runId);
   if (run.state === "cancelled") throw new ProtocolError(`workflow run "${runId}" was cancelled`);
   await mutate<RunRecord>(kv, runKey(runId), (cur) => (cur && cur.state === "paused" ? { ...cur, state: "running", updatedAt: Date.now() } : undefined));
   const wf = resolveWorkflow(run.definition);
-  const pending = (await listJobs(client, kv, runId)).filter((j) => j.state === "pending");
-  await sendAll(client, kv, wf, pending);
+  const all = await listJobs(client, kv, runId);
+  await sendAll(client, kv, wf, all.filter((j) => j.state === "pending"));
+  // advance() is idempotent: one still under way and this one finish the same hand-over.
+  const stalled = all.filter((j) => j.state === "succeeded" && !j.advanced);
+  const resumedAt = Date.now();
+  await Promise.all(stalled.map((j) =>
+    client.send(ADVANCE_TASK, { runId, jobId: j.jobId, taskId: j.taskId }, { queue: wf.queue, id: `${j.taskId}.advance.${resumedAt}` })));
 }
 
 /** Cancels a run: revokes its sent tasks, marks its pending and running jobs cancelled; nothing more is sent. */
@@ -370,7 +420,7 @@ export async function retry(client: Client, runId: string, jobId: string): Promi
   if (found.value.state !== "failed") throw new ProtocolError(`job "${jobId}" of run "${runId}" is ${found.value.state}: only failed jobs are retried`);
   const next = await mutate<JobRecord>(kv, jobKey(runId, jobId), (cur) => {
     if (!cur || cur.state !== "failed") return undefined;
-    const { error: _e, finishedAt: _f, startedAt: _s, result: _r, children: _c, advanced: _a, ...rest } = cur;
+    const { error: _e, finishedAt: _f, startedAt: _s, result: _r, children: _c, advanced: _a, groupKeys: _k, ...rest } = cur;
     const attempt = cur.attempt + 1;
     return { ...rest, state: "pending", attempt, taskId: `${runId}.${jobId}.${attempt}` };
   });

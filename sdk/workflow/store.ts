@@ -1,7 +1,10 @@
-/** Workflow state in JetStream: one KV bucket per namespace, `<ns>_workflows`, JSON values. */
+/**
+ * Workflow state in JetStream: one KV bucket per namespace, `<ns>_workflows`, MessagePack values
+ * (the protocol's encoding, so results carry bytes and Dates between stages as tasks do).
+ */
 import type { KV } from "@nats-io/kv";
 import { isCasConflict, openBucket, type Client } from "../client/mod.ts";
-import type { ErrorShape } from "../protocol/mod.ts";
+import { decode, encode, type ErrorShape } from "../protocol/mod.ts";
 import type { WorkflowData } from "./definition.ts";
 
 /** A run's state as set by pause/resume/cancel (its progress is derived from its jobs). */
@@ -46,6 +49,8 @@ export interface JobRecord {
   finishedAt?: number;
   result?: unknown;
   error?: ErrorShape | { type: string; message: string };
+  /** For each next stage grouping by a TypeScript function: the group key of each object this job hands on. */
+  groupKeys?: Record<string, string[]>;
   /** Jobs this one created when it succeeded (its next non-group stages). */
   children?: string[];
   /** True once what follows a succeeded job (its next jobs, groups) was recorded and sent. */
@@ -77,19 +82,45 @@ export function workflowKv(client: Client): Promise<KV> {
   return p;
 }
 
-const enc = new TextEncoder();
 const dec = new TextDecoder();
+
+/**
+ * A record as stored: MessagePack, as task arguments and results travel (JSON turned bytes into
+ * `{ type: "Buffer", data }` and Dates into strings). Properties set to `undefined` are left out,
+ * as JSON did, so an optional field reads back absent rather than `null`.
+ */
+export function encodeRecord(value: unknown): Uint8Array {
+  return encode(withoutUndefined(value));
+}
+
+function withoutUndefined(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(withoutUndefined);
+  if (value === null || typeof value !== "object") return value;
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) return value; // bytes, Dates, Maps, …: as the protocol writes them
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(value)) if (x !== undefined) out[k] = withoutUndefined(x);
+  return out;
+}
+
+/**
+ * A stored record. Records written before MessagePack are JSON objects: their first byte, `{`
+ * (0x7b), is a positive integer in MessagePack, never a record, so both read unambiguously.
+ */
+export function decodeRecord<T>(bytes: Uint8Array): T {
+  return (bytes[0] === 0x7b ? JSON.parse(dec.decode(bytes)) : decode(bytes)) as T;
+}
 
 export async function read<T>(kv: KV, key: string): Promise<{ value: T; revision: number } | undefined> {
   const e = await kv.get(key);
   if (!e || e.operation !== "PUT" || e.value.length === 0) return undefined;
-  return { value: JSON.parse(dec.decode(e.value)) as T, revision: e.revision };
+  return { value: decodeRecord<T>(e.value), revision: e.revision };
 }
 
 /** Creates `key` unless it exists; true when this call created it. */
 export async function createIfAbsent(kv: KV, key: string, value: unknown): Promise<boolean> {
   try {
-    await kv.create(key, enc.encode(JSON.stringify(value)));
+    await kv.create(key, encodeRecord(value));
     return true;
   } catch (err) {
     if (isCasConflict(err)) return false;
@@ -107,8 +138,8 @@ export async function mutate<T>(kv: KV, key: string, fn: (current: T | undefined
     const next = fn(cur ? structuredClone(cur.value) : undefined);
     if (next === undefined) return cur?.value;
     try {
-      if (cur) await kv.update(key, enc.encode(JSON.stringify(next)), cur.revision);
-      else await kv.create(key, enc.encode(JSON.stringify(next)));
+      if (cur) await kv.update(key, encodeRecord(next), cur.revision);
+      else await kv.create(key, encodeRecord(next));
       return next;
     } catch (err) {
       if (!isCasConflict(err)) throw err;

@@ -21,7 +21,9 @@ import {
   status,
   waitForRun,
   workflowBucket,
+  type WorkflowInput,
 } from "../../sdk/workflow/mod.ts";
+import { decodeRecord, jobKey, listKeys, mutate, workflowKv, type JobRecord } from "../../sdk/workflow/store.ts";
 import { client, eventually, freshNamespace, worker } from "./helpers.ts";
 
 let server: NatsServer;
@@ -286,6 +288,185 @@ test("workflow - a server restart mid-workflow: the run completes", async () => 
     const s = await waitForRun(c, runId, { timeout: 45_000, interval: 250 });
     assert.equal(s.state, "succeeded", JSON.stringify(s));
     assert.deepEqual((await jobs(c, runId)).filter((j) => j.stage === "sum").map((j) => j.result).sort(), [12, 20, 6]);
+  } finally {
+    await w.close();
+  }
+});
+
+test("workflow - a group key function the worker lacks fails the jobs feeding the group, with a message; retry() once it has it", async () => {
+  const ns = freshNamespace("wf");
+  const input: WorkflowInput = {
+    name: "t.groupfn",
+    stages: {
+      explode: { task: pieces, next: ["each"], split: true },
+      each: { task: inc, next: ["sum"] },
+      sum: { task: total, group: { by: (x) => (Number(x) % 2 ? "odd" : "even") } },
+    },
+  };
+  const wf = defineWorkflow(input);
+  // The same name without those stages: this process now acts as a worker that never imported the definition.
+  defineWorkflow({ name: "t.groupfn", stages: { other: { task: inc } } });
+  const w = wfWorker(ns);
+  await w.start();
+  await using c = await client(server, ns);
+  try {
+    const { runId } = await startWorkflow(c, wf, [3]);
+    const s = await waitForRun(c, runId, { timeout: 8_000 });
+    assert.equal(s.state, "failed", JSON.stringify(s.stages));
+    assert.equal(s.stages.explode!.succeeded, 1);
+    assert.equal(s.stages.each!.failed, 3);
+    assert.equal(s.jobs, 4); // no group job
+    assert.match(s.failed[0]!.error!.message, /^group "sum": .*TypeScript key function this process does not have/);
+
+    defineWorkflow(input); // the worker has the definition again
+    for (const f of s.failed) await retry(c, runId, f.jobId);
+    const done = await waitForRun(c, runId, { timeout: 15_000 });
+    assert.equal(done.state, "succeeded", JSON.stringify(done.failed));
+    // pieces(3) = [1, 2, 3], each +1 = [2, 3, 4]: even 2 + 4, odd 3.
+    const all = await jobs(c, runId);
+    assert.deepEqual(all.filter((j) => j.stage === "sum").map((j) => j.result).sort(), [3, 6]);
+    // Keys computed once, by the job's own advance, and kept: filling the group needs no key function.
+    assert.deepEqual(all.filter((j) => j.stage === "each").map((j) => `${j.result}:${j.groupKeys?.sum}`).sort(), ["2:even", "3:odd", "4:even"]);
+  } finally {
+    await w.close();
+  }
+});
+
+test("workflow - a group that can't be filled for another job's result (split function missing) fails the job that tried, not the run's progress", async () => {
+  const ns = freshNamespace("wf");
+  let open!: () => void;
+  const opened = new Promise<void>((r) => (open = r));
+  const gate = signature("wf.gate", { args: v.number(), result: v.number() });
+  const input: WorkflowInput = {
+    name: "t.groupfill",
+    stages: {
+      a: { task: pieces, next: ["g"], split: (r) => r as number[] },
+      b: { task: gate, next: ["g"] },
+      g: { task: total, group: true },
+    },
+  };
+  const wf = defineWorkflow(input);
+  const w = wfWorker(ns).implement(gate, async (n) => {
+    await opened;
+    return n;
+  });
+  await w.start();
+  await using c = await client(server, ns);
+  try {
+    const { runId } = await startWorkflow(c, wf, [2]);
+    await eventually(async () => (await jobs(c, runId)).find((j) => j.stage === "a")?.advanced, 10_000, "a advanced");
+    // a's split function is gone when b's advance fills g with a's result.
+    defineWorkflow({ name: "t.groupfill", stages: { other: { task: inc } } });
+    open();
+    const s = await waitForRun(c, runId, { timeout: 8_000 });
+    assert.equal(s.state, "failed", JSON.stringify(s.stages));
+    assert.equal(s.failed.length, 1);
+    assert.equal(s.failed[0]!.stage, "b");
+    assert.match(s.failed[0]!.error!.message, /^group "g": .*splits with a TypeScript function this process does not have/);
+    assert.equal(s.stages.g!.succeeded + s.stages.g!.pending + s.stages.g!.running, 0);
+
+    defineWorkflow(input);
+    await retry(c, runId, s.failed[0]!.jobId);
+    const done = await waitForRun(c, runId, { timeout: 15_000 });
+    assert.equal(done.state, "succeeded", JSON.stringify(done.failed));
+    assert.deepEqual((await jobs(c, runId)).filter((j) => j.stage === "g").map((j) => j.result), [5]); // 1 + 2 from a, 2 from b
+  } finally {
+    await w.close();
+  }
+});
+
+test("workflow - bytes and Dates pass between stages and into groups unchanged", async () => {
+  const ns = freshNamespace("wf");
+  const bytesOf = signature("wf.bytesOf", { args: v.number(), result: v.instance(Uint8Array) });
+  const stamp = signature("wf.stamp", { args: v.instance(Uint8Array), result: v.date() });
+  const year = signature("wf.year", { args: v.date(), result: v.number() });
+  const sizes = signature("wf.sizes", { args: v.array(v.instance(Uint8Array)), result: v.number() });
+  const wf = defineWorkflow({
+    name: "t.bytes",
+    stages: {
+      bytes: { task: bytesOf, next: ["stamp", "sizes"] },
+      stamp: { task: stamp, next: ["year"] },
+      year: { task: year },
+      sizes: { task: sizes, group: { by: "workflow" } },
+    },
+  });
+  const w = wfWorker(ns)
+    .implement(bytesOf, (n) => new Uint8Array(n).fill(n))
+    .implement(stamp, (b) => new Date(Date.UTC(2000 + b.length + b[0]!, 0, 1)))
+    .implement(year, (d) => d.getUTCFullYear())
+    .implement(sizes, (bs) => bs.reduce((t, b) => t + b.length, 0));
+  await w.start();
+  await using c = await client(server, ns);
+  try {
+    const { runId } = await startWorkflow(c, wf, [1, 3]);
+    const s = await waitForRun(c, runId, { timeout: 15_000 });
+    assert.equal(s.state, "succeeded", JSON.stringify(s.failed));
+    const all = await jobs(c, runId);
+    assert.deepEqual(all.filter((j) => j.stage === "year").map((j) => j.result).sort(), [2002, 2006]);
+    assert.deepEqual(all.filter((j) => j.stage === "sizes").map((j) => j.result), [4]);
+    const stored = all.find((j) => j.stage === "bytes" && j.objectRef === 3)!.result;
+    assert.ok(stored instanceof Uint8Array, `stored ${JSON.stringify(stored)}`);
+    assert.deepEqual([...stored], [3, 3, 3]);
+    assert.ok(all.find((j) => j.stage === "stamp")!.result instanceof Date);
+  } finally {
+    await w.close();
+  }
+});
+
+test("workflow - records stored as JSON (by an earlier version) are still read and advanced", async () => {
+  const ns = freshNamespace("wf");
+  const w = wfWorker(ns);
+  await w.start();
+  await using c = await client(server, ns);
+  try {
+    const { runId } = await startWorkflow(c, linear, [1, 2, 3], { paused: true });
+    const kv = await workflowKv(c);
+    const keys = await listKeys(c, `*.${runId}.>`);
+    keys.push(`run.${runId}`);
+    assert.equal(keys.length, 4);
+    for (const k of keys) {
+      const e = (await kv.get(k))!;
+      assert.notEqual(e.value[0], 0x7b); // written as MessagePack
+      await kv.put(k, new TextEncoder().encode(JSON.stringify(decodeRecord(e.value))));
+    }
+    assert.equal((await status(c, runId)).state, "paused");
+    await resume(c, runId);
+    const s = await waitForRun(c, runId, { timeout: 15_000 });
+    assert.equal(s.state, "succeeded");
+    assert.deepEqual((await jobs(c, runId)).filter((j) => j.stage === "b").map((j) => j.result).sort(), [4, 6, 8]);
+  } finally {
+    await w.close();
+  }
+});
+
+test("workflow - resume() hands on a job whose advance gave up (an outage longer than its retries)", async () => {
+  const ns = freshNamespace("wf");
+  const w = wfWorker(ns);
+  await w.start();
+  await using c = await client(server, ns);
+  try {
+    const { runId } = await startWorkflow(c, linear, [1]);
+    assert.equal((await waitForRun(c, runId, { timeout: 15_000 })).state, "succeeded");
+    // What an advance that gave up leaves: "a" succeeded but not handed on, its child recorded, never sent.
+    const kv = await workflowKv(c);
+    const b = (await jobs(c, runId)).find((j) => j.stage === "b")!;
+    await mutate<JobRecord>(kv, jobKey(runId, b.jobId), (cur) => {
+      const { startedAt: _s, finishedAt: _f, result: _r, ...rest } = cur!;
+      return { ...rest, state: "pending", attempt: 2, taskId: `${runId}.${b.jobId}.2` };
+    });
+    await mutate<JobRecord>(kv, jobKey(runId, "a-0"), (cur) => {
+      const { advanced: _a, ...rest } = cur!;
+      return rest;
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal((await status(c, runId)).state, "running");
+
+    await resume(c, runId);
+    const s = await waitForRun(c, runId, { timeout: 8_000 });
+    assert.equal(s.state, "succeeded");
+    const all = await jobs(c, runId);
+    assert.equal(all.find((j) => j.jobId === "a-0")!.advanced, true);
+    assert.deepEqual(all.filter((j) => j.stage === "b").map((j) => [j.attempt, j.result]), [[2, 4]]);
   } finally {
     await w.close();
   }
