@@ -12,7 +12,7 @@
  * belong in one shared module once one is allowed for both.)
  */
 import type { KV, KvEntry } from "@nats-io/kv";
-import { isCasConflict, openBucket } from "../client/mod.ts";
+import { clockSlackMs, isCasConflict, openBucket } from "../client/mod.ts";
 
 /** Beat's public API has always offered these; they live in the client now (sdk/client/kv.ts). */
 export { isCasConflict, openBucket };
@@ -107,7 +107,10 @@ export class KvLease {
       return this.#view(await this.#write({ ...current, expiresAt: at + this.#leaseMs, renewedAt: at }, revision), false);
     }
     if (this.#observed?.revision !== revision) this.#observed = { revision, since: at };
-    const expired = current.expiresAt <= at || at - this.#observed.since >= this.#leaseMs;
+    // By the holder's `expiresAt` only with slack: a reader whose clock runs ahead (by less than
+    // the slack) must not take a lease its holder is renewing. A dead holder is still noticed
+    // within a lease by the revision standing still on the reader's own clock.
+    const expired = current.expiresAt + clockSlackMs(this.#leaseMs) <= at || at - this.#observed.since >= this.#leaseMs;
     if (expired) {
       const record = { v: PROTOCOL_VERSION, holder: this.#holder, term: current.term + 1, expiresAt: at + this.#leaseMs, renewedAt: at };
       if (await this.#write(record, revision)) return this.#view(true, true);

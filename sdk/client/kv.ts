@@ -26,3 +26,13 @@ export function isCasConflict(err: unknown): boolean {
   const e = err as { code?: unknown; message?: unknown };
   return e?.code === 10071 || e?.code === 10164 || /wrong last sequence|key exists/i.test(String(e?.message ?? ""));
 }
+
+/**
+ * How far apart two contenders' clocks may be before one can take a KV lease the other is renewing
+ * (beat's lease, eternal tasks'): a lease's `expiresAt`, written on the holder's clock, counts as
+ * passed only this much later on the reader's. A dead holder is still noticed within a lease by
+ * its revision standing still on the reader's own clock.
+ */
+export function clockSlackMs(leaseMs: number): number {
+  return Math.max(leaseMs, 30_000);
+}

@@ -16,7 +16,7 @@ export { Client, connect, idempotentId, type CallOptions, type ConnectOptions, t
 export { recordOutcome, TaskHandle, type ResultOptions, type TaskStatus } from "./handle.ts";
 export { AckedPublisher, type PubAck, type PublisherOptions } from "./publisher.ts";
 export { EventBuffer } from "./events.ts";
-export { isCasConflict, openBucket } from "./kv.ts";
+export { clockSlackMs, isCasConflict, openBucket } from "./kv.ts";
 export { Router, UnknownQueueError, type Route, type RouteFunction, type RouteSource } from "./routing.ts";
 export { CONTROL_VERBS, INSPECT_VERBS, type ControlOptions, type ControlVerb, type InspectVerb } from "./control.ts";
 export { DeadLetters, type DeadLetter, type DeadLetterFilter } from "./dead_letters.ts";

@@ -12,7 +12,7 @@
  * compare-and-set on the revision).
  */
 import type { KV, KvEntry } from "@nats-io/kv";
-import { createLogger, isCasConflict, openBucket, type Client, type Logger } from "../client/mod.ts";
+import { clockSlackMs, createLogger, isCasConflict, openBucket, type Client, type Logger } from "../client/mod.ts";
 import { assertTaskName, decode, encode, PROTOCOL_VERSION } from "../protocol/mod.ts";
 
 /** What the function of an eternal task receives. */
@@ -308,7 +308,8 @@ export class EternalRunner {
     const revision = entry?.revision ?? 0;
     if (this.#seen?.revision !== revision || !this.#seen) this.#seen = { record: current, revision, since: now };
     if (current) {
-      const expired = current.expiresAt <= now || now - this.#seen.since >= this.#leaseMs;
+      // expiresAt is the holder's clock: see clockSlackMs (a reader's clock ahead must not steal).
+      const expired = current.expiresAt + clockSlackMs(this.#leaseMs) <= now || now - this.#seen.since >= this.#leaseMs;
       if (!expired) {
         this.#setStatus(ETERNAL_STATUS.standby);
         return;

@@ -142,6 +142,27 @@ describe("beat", () => {
     for (const r of replicas.values()) await r.close();
   });
 
+  test("beat - a replica whose clock runs ahead does not take the lease of a leader that renews it", async () => {
+    const ns = freshNamespace("beat");
+    const schedules: ScheduleEntry[] = [{ name: "daily", task: "jobs.daily", cron: "0 7 * * *" }];
+    await using ca = await client(server, ns);
+    await using cb = await client(server, ns);
+    const a = new Beat(ca, { schedules, leaseSeconds: 10, identity: "a", logLevel: "silent" });
+    const b = new Beat(cb, { schedules, leaseSeconds: 10, identity: "b", logLevel: "silent" });
+    const skew = 15 * S; // b's clock, 1.5 leases ahead of a's
+    for (let t = T0; t <= T0 + 2 * MIN; t += 3 * S) {
+      assert.equal((await a.tick(t)).leader, true, `a renews at +${(t - T0) / S} s`);
+      assert.equal((await b.tick(t + skew)).leader, false, `b (15 s ahead) stands by at +${(t - T0) / S} s`);
+    }
+    // a dies: b notices by the revision standing still for a lease on its own clock.
+    let at = T0 + 2 * MIN + skew;
+    let led = false;
+    for (let i = 0; i < 6 && !led; i++, at += 3 * S) led = (await b.tick(at)).leader;
+    assert.ok(led, "b took over within about a lease after a stopped renewing");
+    await b.close();
+    await a.close({ release: false });
+  });
+
   test("beat - fencing: a leader that lost its lease stops firing, and a tick sent by two leaders at once is stored once", async () => {
     const ns = freshNamespace("beat");
     const schedules: ScheduleEntry[] = [{ name: "minutely", task: "jobs.minutely", every: 60 }];
@@ -164,9 +185,10 @@ describe("beat", () => {
     };
     const aTick = a.tick(T0 + 2 * MIN);
     await eventually(() => entered, 10_000, "A sending");
-    // …long enough for its lease (renewed at +2 min, 30 s) to expire on B's clock: B takes over
-    // and sends the same tick.
-    const bTick = await b.tick(T0 + 2 * MIN + 30 * S);
+    // …long enough for B to see its lease (renewed at +2 min, 30 s) stand still for a whole lease
+    // on B's own clock: B takes over and sends the same tick.
+    assert.equal((await b.tick(T0 + 2 * MIN + 1 * S)).leader, false, "B sees A's renewal");
+    const bTick = await b.tick(T0 + 2 * MIN + 31 * S);
     assert.equal(bTick.leader, true);
     assert.deepEqual(bTick.fired.map((f) => f.id), [tickId("minutely", T0 + 2 * MIN)]);
     release();
@@ -270,9 +292,10 @@ describe("beat", () => {
     }
     await using c = await client(server, ns);
     const after = beat(c, [all], clock, { leaseSeconds: 10 });
-    // Past the lease of the dead replica (10 s); ids are deduplicated only for 120 s, and this
+    // Past the lease of the dead replica (10 s, plus 30 s of clock slack for a replica that never
+    // saw it renew: see clockSlackMs); ids are deduplicated only for 120 s, and this
     // restart may come later: progress must say which ticks were sent.
-    const report = await after.tick(T0 + 10 * MIN + 11 * S);
+    const report = await after.tick(T0 + 10 * MIN + 41 * S);
     assert.equal(report.leader, true);
     assert.deepEqual(report.fired.map((f) => (f.tick - T0) / MIN), [6, 7, 8, 9, 10], "only the ticks the dead replica did not send");
     await after.close();
