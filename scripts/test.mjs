@@ -3,7 +3,7 @@
 // Node 20 does not discover .ts test files by itself, so the list is built here.
 // Usage: node scripts/test.mjs [path-filter ...]
 import { spawnSync } from "node:child_process";
-import { mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 
 function find(dir) {
@@ -23,7 +23,8 @@ if (files.length === 0) {
 // Readable progress on stdout (spec), and TAP to a file whose summary (`# pass`, `# fail`, …)
 // is printed at the end, where CI and people look for it.
 mkdirSync(".run", { recursive: true });
-const tap = join(".run", "test.tap");
+// One file per run: two `npm test` runs in one checkout must not mix their summaries.
+const tap = join(".run", `test-${process.pid}.tap`);
 const r = spawnSync(process.execPath, [
   "--import", "tsx", "--test", "--test-concurrency=2",
   "--test-reporter=spec", "--test-reporter-destination=stdout",
@@ -34,5 +35,6 @@ const r = spawnSync(process.execPath, [
   env: { ...process.env, CELERITY_SETTINGS: "" },
 });
 const summary = readFileSync(tap, "utf8").split("\n").filter((l) => /^# (tests|suites|pass|fail|cancelled|skipped|todo|duration_ms) /.test(l));
+rmSync(tap, { force: true });
 console.log(summary.join("\n"));
 process.exit(r.status ?? 1);
