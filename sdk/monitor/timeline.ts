@@ -153,7 +153,9 @@ export function viewOf(e: TaskEvent, seq?: number): TaskView {
   if (seq !== undefined) v.lastSeq = seq;
   switch (e.type) {
     case EVENT.sent:
-      v.args = e.args;
+      // Only when carried: args left out of the event (too large, see `omitted`) stay SQL NULL in
+      // the results table, unlike args that really were null.
+      if ("args" in e) v.args = e.args;
       v.sentAt = e.at;
       break;
     case EVENT.received:
@@ -170,7 +172,7 @@ export function viewOf(e: TaskEvent, seq?: number): TaskView {
       if (e.error) v.error = e.error;
       break;
     case EVENT.succeeded:
-      v.result = e.result;
+      if ("result" in e) v.result = e.result; // as args above: an omitted result stays absent
       v.finishedAt = e.at;
       if (e.runtimeMs !== undefined) v.runtimeMs = e.runtimeMs;
       break;
